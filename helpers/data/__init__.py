@@ -1,0 +1,1 @@
+"""Datasets: the procedural embedded-default domain and image/mask folders on disk."""

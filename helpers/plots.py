@@ -1,0 +1,48 @@
+"""Figures the notebooks share: image grids with label overlays and small bar charts."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+LABEL_COLOURS = np.array([[0, 0, 0], [255, 200, 0], [0, 120, 255]], dtype=np.float32)  # bg, object, part
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """uint8 RGB image with label colours blended over every non-background pixel."""
+    out = image.astype(np.float32)
+    fg = labels > 0
+    out[fg] = (1 - alpha) * out[fg] + alpha * LABEL_COLOURS[labels[fg]]
+    return out.round().astype(np.uint8)
+
+
+def image_grid(images: np.ndarray, labels: np.ndarray | None = None, ncols: int = 8, scale: float = 1.4) -> Figure:
+    """A grid of uint8 images; with labels, each image is followed by its overlay in the next row."""
+    rows_per = 1 if labels is None else 2
+    nrows = -(-len(images) // ncols) * rows_per
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * scale, nrows * scale), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, image in enumerate(images):
+        row, col = (i // ncols) * rows_per, i % ncols
+        axes[row, col].imshow(image)
+        if labels is not None:
+            axes[row + 1, col].imshow(overlay(image, labels[i]))
+    fig.subplots_adjust(wspace=0.04, hspace=0.04, left=0, right=1, top=1, bottom=0)
+    return fig
+
+
+def bar_chart(values: dict[str, dict[str, float]], ylabel: str, title: str = "") -> Figure:
+    """Grouped bars: one group per outer key, one bar per inner key."""
+    groups = list(values)
+    keys = list(values[groups[0]])
+    width = 0.8 / len(keys)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(groups), 3))
+    for k, key in enumerate(keys):
+        ax.bar(np.arange(len(groups)) + k * width, [values[g][key] for g in groups], width, label=key)
+    ax.set_xticks(np.arange(len(groups)) + width * (len(keys) - 1) / 2, groups)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(frameon=False)
+    return fig

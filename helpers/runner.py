@@ -1,0 +1,169 @@
+"""Headless reproduction: runs the notebooks in order with papermill and writes a summary.
+
+``python -m helpers.runner [--smoke]`` executes every ``notebooks/NN_*.ipynb`` in name order. Each
+notebook gets ``OUT_DIR = <results>/<notebook name>`` (its JSON metrics and PNG figures land there),
+``DEVICE`` and, with ``--smoke``, the tiny parameters of ``notebooks/smoke_params.yml``; only the names
+a notebook's ``parameters`` cell declares are passed to it. Executed copies go to
+``<results>/executed/``, and ``summary.json`` plus ``summary.md`` to ``<results>/``. The first
+failure stops the run and is reported with the notebook, the cell and the error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import papermill
+import yaml
+
+from helpers.io import write_json, write_text
+from helpers.paths import notebooks_dir, resolve
+
+SMOKE_PARAMS_FILE = "smoke_params.yml"
+
+
+@dataclass
+class NotebookRun:
+    """What happened to one notebook."""
+
+    notebook: str
+    status: str  # "passed" or "failed"
+    seconds: float
+    executed: str
+    out_dir: str
+    parameters: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised; the message names the notebook, the cell and the error."""
+
+
+def list_notebooks(folder: Path | None = None) -> list[Path]:
+    """The notebooks of a folder in run order (their names start with a number)."""
+    folder = folder or notebooks_dir()
+    return sorted(p for p in folder.glob("[0-9]*.ipynb") if not p.name.startswith("."))
+
+
+def smoke_parameters(folder: Path | None = None) -> dict[str, Any]:
+    """The shared smoke-size parameters used by the tests and by ``--smoke``."""
+    path = (folder or notebooks_dir()) / SMOKE_PARAMS_FILE
+    params = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(params, dict):
+        raise ValueError(f"{path}: expected a mapping of parameter names to values")
+    return params
+
+
+def declared_parameters(notebook: Path) -> set[str]:
+    """Names assigned in the notebook's cell tagged 'parameters'."""
+    return set(papermill.inspect_notebook(str(notebook)))
+
+
+def _failure_message(notebook: Path, err: papermill.PapermillExecutionError, executed: Path) -> str:
+    """Names the failing cell as it is in the source notebook: 1-based position and first line."""
+    cells = nbformat.read(notebook, as_version=4).cells
+    position = next((i + 1 for i, c in enumerate(cells) if c.source == err.source), err.cell_index)
+    first_source_line = (err.source.strip().splitlines() or [""])[0]
+    first_error_line = (str(err.evalue).strip().splitlines() or [""])[0]
+    return (
+        f"{notebook.name} failed in cell {position} ({first_source_line!r}): "
+        f"{err.ename}: {first_error_line}\n  executed notebook with the traceback: {executed}"
+    )
+
+
+def run_notebook(notebook: Path, results: Path, params: dict[str, Any], timeout: int | None = None) -> NotebookRun:
+    """Executes one notebook with the parameters it declares; raises NotebookFailed on error."""
+    out_dir = results / notebook.stem
+    executed = results / "executed" / notebook.name
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    declared = declared_parameters(notebook)
+    given = {k: v for k, v in {**params, "OUT_DIR": str(out_dir)}.items() if k in declared}
+    start = time.perf_counter()
+    run = NotebookRun(notebook.name, "passed", 0.0, str(executed), str(out_dir), given)
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(executed),
+            parameters=given,
+            cwd=str(notebook.parent),
+            kernel_name="python3",
+            progress_bar=False,
+            execution_timeout=timeout,
+        )
+    except papermill.PapermillExecutionError as err:
+        run.status, run.error = "failed", _failure_message(notebook, err, executed)
+    run.seconds = round(time.perf_counter() - start, 1)
+    metrics_file = out_dir / "metrics.json"
+    if metrics_file.exists():
+        run.metrics = json.loads(metrics_file.read_text())
+    return run
+
+
+def _summary_markdown(runs: list[NotebookRun], smoke: bool) -> str:
+    lines = [f"# Reproduction summary ({'smoke' if smoke else 'full'} run)", "", "| notebook | status | seconds |", "|---|---|---|"]
+    lines += [f"| {r.notebook} | {r.status} | {r.seconds:.1f} |" for r in runs]
+    for r in runs:
+        lines += ["", f"## {r.notebook}", ""]
+        if r.error:
+            lines += ["```", r.error, "```"]
+        flat = {k: v for k, v in r.metrics.items() if isinstance(v, (int, float, str, bool))}
+        lines += [f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in flat.items()]
+    return "\n".join(lines) + "\n"
+
+
+def run_all(
+    results: Path,
+    smoke: bool = False,
+    only: list[str] | None = None,
+    device: str = "auto",
+    folder: Path | None = None,
+    timeout: int | None = None,
+) -> list[NotebookRun]:
+    """Runs the notebooks in order, writing the summary after each; raises NotebookFailed at the first failure."""
+    notebooks = list_notebooks(folder)
+    if only:
+        unknown = [name for name in only if not any(nb.stem.startswith(name) for nb in notebooks)]
+        if unknown:
+            raise ValueError(f"no notebook matches {unknown}; available: {[nb.stem for nb in notebooks]}")
+        notebooks = [nb for nb in notebooks if any(nb.stem.startswith(name) for name in only)]
+    params = {**(smoke_parameters(folder) if smoke else {}), "DEVICE": device}
+    runs: list[NotebookRun] = []
+    for nb in notebooks:
+        print(f"[{len(runs) + 1}/{len(notebooks)}] {nb.name} ...", flush=True)
+        runs.append(run_notebook(nb, results, params, timeout))
+        print(f"    {runs[-1].status} in {runs[-1].seconds:.1f} s", flush=True)
+        summary = {"smoke": smoke, "device": device, "notebooks": [asdict(r) for r in runs]}
+        write_json(results / "summary.json", summary)
+        write_text(results / "summary.md", _summary_markdown(runs, smoke))
+        if runs[-1].status == "failed":
+            raise NotebookFailed(runs[-1].error)
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny parameters from notebooks/smoke_params.yml")
+    parser.add_argument("--results", default="results", help="output folder (relative paths: repository root)")
+    parser.add_argument("--only", nargs="+", metavar="PREFIX", help="run only notebooks whose name starts so")
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA if present, else CPU), 'cpu', 'cuda:0', ...")
+    parser.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    args = parser.parse_args(argv)
+    results = resolve(args.results)
+    try:
+        runs = run_all(results, smoke=args.smoke, only=args.only, device=args.device, timeout=args.timeout)
+    except NotebookFailed as err:
+        print(f"FAILED: {err}\nsummary: {results / 'summary.md'}", file=sys.stderr)
+        return 1
+    print(f"All {len(runs)} notebooks passed; summary: {results / 'summary.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The committed notebooks: conventions (stripped, literal parameters cell) and a smoke run of all of them."""
+
+import ast
+import json
+
+import nbformat
+import pytest
+
+from helpers.runner import list_notebooks, run_all, smoke_parameters
+
+NOTEBOOKS = list_notebooks()
+REQUIRED_PARAMETERS = {"SMOKE", "DEVICE", "SEED", "OUT_DIR"}
+
+
+def _code_cells(path):
+    return [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS and NOTEBOOKS[0].name.startswith("00_")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_without_outputs(path):
+    dirty = [i for i, c in enumerate(_code_cells(path)) if c.outputs or c.execution_count is not None]
+    assert not dirty, f"{path.name}: code cells {dirty} carry outputs; strip them before committing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_first_code_cell_is_a_literal_parameters_cell(path):
+    cell = _code_cells(path)[0]
+    assert "parameters" in cell.metadata.get("tags", []), f"{path.name}: first code cell is not tagged 'parameters'"
+    names = {}
+    for node in ast.parse(cell.source).body:
+        assert isinstance(node, ast.Assign) and len(node.targets) == 1, f"{path.name}: only simple assignments allowed"
+        names[node.targets[0].id] = ast.literal_eval(node.value)  # raises if not a literal
+    assert REQUIRED_PARAMETERS <= set(names), f"{path.name}: missing {REQUIRED_PARAMETERS - set(names)}"
+    assert names["DEVICE"] == "auto" and names["SMOKE"] is False
+
+
+def test_every_smoke_parameter_is_declared_somewhere():
+    declared = set()
+    for path in NOTEBOOKS:
+        declared |= {n.targets[0].id for n in ast.parse(_code_cells(path)[0].source).body}
+    assert set(smoke_parameters()) <= declared
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    return results, run_all(results, smoke=True, device="cpu", timeout=600)
+
+
+@pytest.mark.notebooks
+def test_smoke_run_passes_every_notebook(smoke_run):
+    results, runs = smoke_run
+    assert [r.notebook for r in runs] == [p.name for p in NOTEBOOKS]
+    summary = json.loads((results / "summary.json").read_text())
+    assert all(n["status"] == "passed" for n in summary["notebooks"])
+
+
+@pytest.mark.notebooks
+def test_embedded_domain_notebook_outputs(smoke_run):
+    results, _ = smoke_run
+    out = results / "00_embedded_domain"
+    for name in ["domain_grid.png", "resolutions.png", "class_balance.png", "object_area.png", "colour_baseline.png"]:
+        assert (out / name).stat().st_size > 1000, name
+    metrics = json.loads((out / "metrics.json").read_text())
+    params = smoke_parameters()
+    assert metrics["split_sizes"] == {"train": params["N_TRAIN"], "val": params["N_VAL"], "test": params["N_TEST"]}
+    assert abs(sum(metrics["pixel_fraction"]["train"].values()) - 1) < 1e-6
+    assert 0 <= metrics["colour_baseline_iou"] < 0.5 and metrics["render_images_per_s"] > 0

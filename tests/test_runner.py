@@ -1,0 +1,75 @@
+import json
+
+import nbformat
+import pytest
+
+from helpers.runner import NotebookFailed, list_notebooks, main, run_all
+
+
+def _notebook(path, params: str, body: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(params)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    (nbs / "smoke_params.yml").write_text("SMOKE: true\nN: 3\n")
+    write_metrics = (
+        "import json, pathlib\n"
+        "out = pathlib.Path(OUT_DIR); out.mkdir(parents=True, exist_ok=True)\n"
+        "(out / 'metrics.json').write_text(json.dumps({'n': N, 'smoke': SMOKE}))"
+    )
+    _notebook(nbs / "01_first.ipynb", "SMOKE = False\nN = 10\nOUT_DIR = 'x'", write_metrics)
+    _notebook(nbs / "02_second.ipynb", "OUT_DIR = 'y'\nLIMIT = 1", "assert LIMIT == 1")
+    return nbs
+
+
+def test_runs_in_order_with_declared_smoke_parameters(folder, tmp_path):
+    results = tmp_path / "results"
+    runs = run_all(results, smoke=True, folder=folder)
+    assert [r.notebook for r in runs] == ["01_first.ipynb", "02_second.ipynb"]
+    assert runs[0].metrics == {"n": 3, "smoke": True}
+    assert runs[0].parameters == {"SMOKE": True, "N": 3, "OUT_DIR": str(results / "01_first")}
+    assert runs[1].parameters == {"OUT_DIR": str(results / "02_second")}  # undeclared names are not passed
+    summary = json.loads((results / "summary.json").read_text())
+    assert [n["status"] for n in summary["notebooks"]] == ["passed", "passed"]
+    assert "01_first.ipynb | passed" in (results / "summary.md").read_text()
+    assert (results / "executed" / "02_second.ipynb").exists()
+
+
+def test_full_run_uses_notebook_defaults(folder, tmp_path):
+    runs = run_all(tmp_path / "r", smoke=False, folder=folder, only=["01"])
+    assert [r.notebook for r in runs] == ["01_first.ipynb"] and runs[0].metrics == {"n": 10, "smoke": False}
+
+
+def test_failure_names_notebook_and_cell(folder, tmp_path):
+    _notebook(folder / "03_broken.ipynb", "OUT_DIR = 'z'", "x = 1\nraise ValueError('bad mask shape')")
+    results = tmp_path / "results"
+    with pytest.raises(NotebookFailed, match=r"03_broken\.ipynb failed in cell 2 \('x = 1'\): ValueError: bad mask shape"):
+        run_all(results, smoke=True, folder=folder)
+    summary = json.loads((results / "summary.json").read_text())
+    assert [n["status"] for n in summary["notebooks"]] == ["passed", "passed", "failed"]
+
+
+def test_main_exit_code(folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("helpers.runner.notebooks_dir", lambda: folder)
+    assert main(["--smoke", "--results", str(tmp_path / "ok")]) == 0
+    _notebook(folder / "03_broken.ipynb", "OUT_DIR = 'z'", "1 / 0")
+    assert main(["--smoke", "--results", str(tmp_path / "bad")]) == 1
+    assert "03_broken.ipynb failed in cell 2 ('1 / 0'): ZeroDivisionError" in capsys.readouterr().err
+
+
+def test_unknown_only_prefix(folder, tmp_path):
+    with pytest.raises(ValueError, match="no notebook matches"):
+        run_all(tmp_path, folder=folder, only=["99"])
+
+
+def test_list_notebooks_ignores_non_numbered(folder):
+    (folder / "scratch.ipynb").write_text("{}")
+    assert [p.name for p in list_notebooks(folder)] == ["01_first.ipynb", "02_second.ipynb"]
