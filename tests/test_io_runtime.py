@@ -54,3 +54,14 @@ def test_start_notebook_resolves_relative_out_dir_against_root(tmp_path, monkeyp
     out, device = start_notebook("results/x", 0, "cpu")
     assert out == tmp_path / "results" / "x" and out.is_dir() and device.type == "cpu"
     assert resolve("/abs/path") == resolve("/abs/path").absolute()
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        write_json(tmp_path / "m.json", {})
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
