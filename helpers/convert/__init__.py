@@ -1,0 +1,1 @@
+"""Checkpoint converters between released weight layouts and ours."""

@@ -1,0 +1,74 @@
+"""The generator interface every notebook uses, and strict state-dict loading with readable errors."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+class CheckpointMismatchError(ValueError):
+    """A state dict does not fit the model; the message lists missing, unexpected and mis-shaped keys."""
+
+
+def _listing(title: str, items: list[str], limit: int = 25) -> str:
+    shown = items[:limit] + ([f"... and {len(items) - limit} more"] if len(items) > limit else [])
+    return f"\n  {title} ({len(items)}):" + "".join(f"\n    {item}" for item in shown)
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    """Raises CheckpointMismatchError unless ``state`` has exactly the model's keys and shapes."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state)
+        if tuple(state[k].shape) != tuple(expected[k].shape)
+    )
+    if missing or unexpected or shapes:
+        msg = f"{source} does not fit {type(model).__name__}"
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+            if items:
+                msg += _listing(title, items)
+        raise CheckpointMismatchError(msg)
+
+
+def load_strict(model: nn.Module, state: Mapping[str, Tensor], source: str) -> nn.Module:
+    """load_state_dict(strict=True), after a check whose error names the file and every mismatch."""
+    check_state_dict(model, state, source)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+class Generator(nn.Module):
+    """A latent-to-image generator: ``G(z)`` gives images in [-1, 1] of shape [B, 3, R, R].
+
+    Subclasses set ``dim_z`` and ``resolution``, keep their constructor arguments in ``config``
+    (so a checkpoint can rebuild them) and implement ``forward`` and ``features``.
+    """
+
+    dim_z: int
+    resolution: int
+    config: dict[str, Any]
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's parameters."""
+        return next(self.parameters()).device
+
+    def sample_z(self, n: int, seed: int | None = None) -> Tensor:
+        """n latent codes from N(0, I) on the model's device; a seed makes them repeatable on any device."""
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        return torch.randn(n, self.dim_z, generator=gen).to(self.device)
+
+    def features(self, z: Tensor) -> "OrderedDict[str, Tensor]":
+        """Named intermediate maps from low to high resolution, plus the image under ``"image"``."""
+        raise NotImplementedError
+
+    def shifted(self, z: Tensor, shift: Tensor) -> Tensor:
+        """G(z + shift): the shift is applied in the raw latent space before any split."""
+        return self(z + shift)

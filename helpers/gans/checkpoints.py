@@ -1,0 +1,131 @@
+"""Reading and writing generator checkpoints: ours, the released BigBiGAN file, SAIC and rosinality StyleGAN2.
+
+Everything is read with ``torch.load(weights_only=True)``: a checkpoint can hold tensors, numbers,
+strings and containers, never code. Our own format is
+``{"format": FORMAT, "class": "BigGAN" | "StyleGAN2", "config": {...}, "state_dict": {...},
+"buffers": {...}, "meta": {...}}`` where ``buffers`` carries non-persistent tensors such as
+StyleGAN2's ``latent_avg``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from helpers.gans.base import Generator, load_strict
+from helpers.gans.biggan import ARCH, BigGAN
+from helpers.gans.stylegan2 import StyleGAN2
+from helpers.io import atomic_path
+from helpers.paths import weights_dir
+
+FORMAT = "gan-seg-notebooks/generator-v1"
+CLASSES: dict[str, type[Generator]] = {"BigGAN": BigGAN, "StyleGAN2": StyleGAN2}
+
+# Names that ``load`` understands, relative to the weights folder.
+KNOWN_FILES = {
+    "default-biggan": "default_biggan.pt",
+    "default-stylegan2": "default_stylegan2.pt",
+    "bigbigan": "BigBiGAN_x1.pth",
+    "stylegan2-ffhq": "ffhq.tar",
+    "stylegan2-cars": "cars.tar",
+}
+
+
+class CheckpointError(ValueError):
+    """A file is missing, unreadable or not a generator checkpoint; the message names the file."""
+
+
+def save_generator(model: Generator, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
+    """Writes our checkpoint format atomically (state dict on CPU, config, non-persistent buffers, meta)."""
+    persistent = set(model.state_dict())
+    buffers = {k: v.detach().cpu() for k, v in model.named_buffers() if k not in persistent}
+    obj = {
+        "format": FORMAT,
+        "class": type(model).__name__,
+        "config": model.config,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "buffers": buffers,
+        "meta": meta or {},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """torch.load with weights_only=True and an error that names the file."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):  # rosinality's train.py stores its args
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt, truncated, or pickled code
+        raise CheckpointError(f"could not read {path} as a torch checkpoint: {type(err).__name__}: {err}") from err
+
+
+def infer_biggan_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """BigGAN constructor arguments from a plain state dict's shapes (eps values: the BigBiGAN port's)."""
+    n_blocks = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k)))
+    n_classes, shared_dim = state["shared.weight"].shape
+    chunk = state["linear.weight"].shape[1]
+    bottom_channels = state["blocks.0.0.bn1.stored_mean"].shape[0]
+    bottom_width = int(round((state["linear.weight"].shape[0] / bottom_channels) ** 0.5))
+    out_last = state["output_layer.0.gain"].shape[0]
+    resolution = bottom_width * 2**n_blocks
+    ch = out_last // ARCH[resolution][1][-1]
+    attention = [bottom_width * 2 ** (i + 1) for i in range(n_blocks) if f"blocks.{i}.1.gamma" in state]
+    return dict(
+        resolution=resolution, ch=ch, dim_z=chunk * (n_blocks + 1), shared_dim=shared_dim,
+        n_classes=n_classes, attention=attention, bottom_width=bottom_width,
+    )
+
+
+def _plain_biggan(state: dict[str, torch.Tensor], source: str) -> BigGAN:
+    model = BigGAN(**infer_biggan_config(state))
+    expected = model.state_dict()
+    # The conversion never produced the logging buffers sv0; fill them so that strict loading works.
+    state = {**{k: v for k, v in expected.items() if k.endswith(".sv0")}, **state}
+    return load_strict(model, state, source)
+
+
+def from_object(obj: Any, source: str) -> Generator:
+    """Builds the right generator for a loaded checkpoint object (see the module docstring for formats)."""
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        if obj["class"] not in CLASSES:
+            raise CheckpointError(f"{source}: unknown generator class {obj['class']!r}; known: {sorted(CLASSES)}")
+        model = CLASSES[obj["class"]](**obj["config"])
+        load_strict(model, obj["state_dict"], source)
+        for name, value in obj.get("buffers", {}).items():
+            model.get_buffer(name).copy_(value)
+        return model
+    if isinstance(obj, dict) and ("netGA" in obj or "g_ema" in obj):
+        return StyleGAN2.from_checkpoint(obj, source)
+    if isinstance(obj, dict) and "shared.weight" in obj and "linear.weight" in obj:
+        return _plain_biggan(obj, source)
+    keys = sorted(obj)[:10] if isinstance(obj, dict) else type(obj).__name__
+    raise CheckpointError(
+        f"{source} is not a generator checkpoint this project knows (ours, a BigGAN state dict, "
+        f"SAIC {{'netGA', 'latent_avg'}} or rosinality {{'g_ema', ...}}); it holds: {keys}"
+    )
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
+    """A known name (see KNOWN_FILES) in the weights folder, or a path."""
+    if str(name_or_path) in KNOWN_FILES:
+        return weights_dir() / KNOWN_FILES[str(name_or_path)]
+    return Path(name_or_path).expanduser()
+
+
+def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:
+    """Reads a checkpoint, builds the matching generator, loads it strictly and returns it in eval mode."""
+    path = resolve_checkpoint(name_or_path)
+    if not path.exists():
+        hint = " (run download_all.sh for released weights)" if str(name_or_path) in KNOWN_FILES else ""
+        raise CheckpointError(f"checkpoint not found: {path}{hint}")
+    return from_object(read_checkpoint(path), str(path)).to(device).eval()
