@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from helpers.gans.base import Generator
 
+BOTTOM_WIDTH = 4  # the first linear's output is viewed as (C, 4, 4)
 # in/out channel multipliers of the blocks per output resolution (BigGAN-PyTorch's G_arch)
 ARCH: dict[int, tuple[list[int], list[int]]] = {
     32: ([4, 4, 4], [4, 4, 4]),
@@ -155,7 +156,6 @@ class BigGAN(Generator):
         bn_eps: float = 1e-4,
         sn_eps: float = 1e-4,
         output_bn_eps: float = 1e-5,
-        bottom_width: int = 4,
     ):
         super().__init__()
         if resolution not in ARCH:
@@ -164,18 +164,24 @@ class BigGAN(Generator):
         n_slots = len(c_in) + 1
         if dim_z % n_slots:
             raise ValueError(f"dim_z={dim_z} must split into {n_slots} equal chunks at resolution {resolution}")
+        block_res = [BOTTOM_WIDTH * 2 ** (i + 1) for i in range(len(c_in))]
+        for res in attention:
+            if res not in block_res:
+                raise ValueError(f"attention at {res} px: blocks output {block_res} px at resolution {resolution}")
+            if c_out[block_res.index(res)] < 8:
+                raise ValueError(f"attention at {res} px needs >= 8 channels there; ch={ch} gives {c_out[block_res.index(res)]}")
         self.config: dict[str, Any] = dict(
             resolution=resolution, ch=ch, dim_z=dim_z, shared_dim=shared_dim, n_classes=n_classes,
-            attention=list(attention), bn_eps=bn_eps, sn_eps=sn_eps, output_bn_eps=output_bn_eps, bottom_width=bottom_width,
+            attention=list(attention), bn_eps=bn_eps, sn_eps=sn_eps, output_bn_eps=output_bn_eps,
         )
-        self.dim_z, self.resolution, self.bottom_width = dim_z, resolution, bottom_width
+        self.dim_z, self.resolution = dim_z, resolution
         self.chunk = dim_z // n_slots
         self.shared = nn.Embedding(n_classes, shared_dim)
-        self.linear = SNLinear(self.chunk, c_in[0] * bottom_width**2, eps=sn_eps)
+        self.linear = SNLinear(self.chunk, c_in[0] * BOTTOM_WIDTH**2, eps=sn_eps)
         blocks = []
-        for i, (cin, cout) in enumerate(zip(c_in, c_out)):
+        for cin, cout, res in zip(c_in, c_out, block_res):
             block = [GBlock(cin, cout, shared_dim + self.chunk, bn_eps, sn_eps)]
-            if bottom_width * 2 ** (i + 1) in attention:
+            if res in attention:
                 block.append(Attention(cout, sn_eps))
             blocks.append(nn.ModuleList(block))
         self.blocks = nn.ModuleList(blocks)
@@ -190,8 +196,8 @@ class BigGAN(Generator):
         """Yields (name, map) for the 4x4 input and every block output, then the image."""
         zs = torch.split(z, self.chunk, dim=1)
         y = self.shared(torch.full((z.size(0),), class_index, dtype=torch.long, device=z.device))
-        h = self.linear(zs[0]).view(z.size(0), -1, self.bottom_width, self.bottom_width)
-        yield f"res{self.bottom_width}", h
+        h = self.linear(zs[0]).view(z.size(0), -1, BOTTOM_WIDTH, BOTTOM_WIDTH)
+        yield f"res{BOTTOM_WIDTH}", h
         for blocks, z_chunk in zip(self.blocks, zs[1:]):
             cond = torch.cat([y, z_chunk], dim=1)
             for block in blocks:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from helpers.gans.base import Generator, load_strict
-from helpers.gans.biggan import ARCH, BigGAN
+from helpers.gans.biggan import ARCH, BOTTOM_WIDTH, BigGAN
 from helpers.gans.stylegan2 import StyleGAN2
 from helpers.io import atomic_path
 from helpers.paths import weights_dir
@@ -74,15 +74,14 @@ def infer_biggan_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     n_blocks = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k)))
     n_classes, shared_dim = state["shared.weight"].shape
     chunk = state["linear.weight"].shape[1]
-    bottom_channels = state["blocks.0.0.bn1.stored_mean"].shape[0]
-    bottom_width = int(round((state["linear.weight"].shape[0] / bottom_channels) ** 0.5))
-    out_last = state["output_layer.0.gain"].shape[0]
-    resolution = bottom_width * 2**n_blocks
-    ch = out_last // ARCH[resolution][1][-1]
-    attention = [bottom_width * 2 ** (i + 1) for i in range(n_blocks) if f"blocks.{i}.1.gamma" in state]
+    resolution = BOTTOM_WIDTH * 2**n_blocks
+    if resolution not in ARCH:
+        raise CheckpointError(f"a BigGAN state dict with {n_blocks} blocks ({resolution} px) is not a known layout")
+    ch = state["output_layer.0.gain"].shape[0] // ARCH[resolution][1][-1]
+    attention = [BOTTOM_WIDTH * 2 ** (i + 1) for i in range(n_blocks) if f"blocks.{i}.1.gamma" in state]
     return dict(
         resolution=resolution, ch=ch, dim_z=chunk * (n_blocks + 1), shared_dim=shared_dim,
-        n_classes=n_classes, attention=attention, bottom_width=bottom_width,
+        n_classes=n_classes, attention=attention,
     )
 
 
