@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
@@ -45,4 +48,19 @@ def bar_chart(values: dict[str, dict[str, float]], ylabel: str, title: str = "")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(frameon=False)
+    return fig
+
+
+def loss_curves(log_path: str | Path, smooth: int = 20) -> Figure:
+    """Moving averages of every loss in a training run's log.jsonl."""
+    rows = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    if rows:
+        steps = np.array([r["step"] for r in rows])
+        for key in (k for k in rows[0] if k != "step"):
+            values = np.array([r[key] for r in rows])
+            width = max(1, min(smooth, len(values)))
+            ax.plot(steps[width - 1 :], np.convolve(values, np.ones(width) / width, mode="valid"), label=key)
+        ax.legend(frameon=False)
+    ax.set(xlabel="step", title=Path(log_path).parent.name)
     return fig

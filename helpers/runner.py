@@ -5,7 +5,9 @@ notebook gets ``OUT_DIR = <results>/<notebook name>`` (its JSON metrics and PNG 
 ``DEVICE`` and, with ``--smoke``, the tiny parameters of ``notebooks/smoke_params.yml``; only the names
 a notebook's ``parameters`` cell declares are passed to it. Executed copies go to
 ``<results>/executed/``, and ``summary.json`` plus ``summary.md`` to ``<results>/``. The first
-failure stops the run and is reported with the notebook, the cell and the error.
+failure stops the run and is reported with the notebook, the cell and the error. A notebook whose
+metadata says ``{"gan_seg_notebooks": {"reproduction_run": false}}`` (e.g. training the shipped
+weights) runs only when named with ``--only`` or with ``--all``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,12 @@ def list_notebooks(folder: Path | None = None) -> list[Path]:
     """The notebooks of a folder in run order (their names start with a number)."""
     folder = folder or notebooks_dir()
     return sorted(p for p in folder.glob("[0-9]*.ipynb") if not p.name.startswith("."))
+
+
+def in_reproduction_run(notebook: Path) -> bool:
+    """False for notebooks marked to stay out of the default run (they make what the run ships)."""
+    meta = nbformat.read(notebook, as_version=4).metadata.get("gan_seg_notebooks", {})
+    return bool(meta.get("reproduction_run", True))
 
 
 def smoke_parameters(folder: Path | None = None) -> dict[str, Any]:
@@ -125,6 +133,7 @@ def run_all(
     device: str = "auto",
     folder: Path | None = None,
     timeout: int | None = None,
+    include_all: bool = False,
 ) -> list[NotebookRun]:
     """Runs the notebooks in order, writing the summary after each; raises NotebookFailed at the first failure."""
     notebooks = list_notebooks(folder)
@@ -133,6 +142,11 @@ def run_all(
         if unknown:
             raise ValueError(f"no notebook matches {unknown}; available: {[nb.stem for nb in notebooks]}")
         notebooks = [nb for nb in notebooks if any(nb.stem.startswith(name) for name in only)]
+    elif not include_all:
+        for nb in notebooks:
+            if not in_reproduction_run(nb):
+                print(f"skipping {nb.name}: not part of the reproduction run (run it with --only {nb.stem})")
+        notebooks = [nb for nb in notebooks if in_reproduction_run(nb)]
     params = {**(smoke_parameters(folder) if smoke else {}), "DEVICE": device}
     runs: list[NotebookRun] = []
     for nb in notebooks:
@@ -152,12 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny parameters from notebooks/smoke_params.yml")
     parser.add_argument("--results", default="results", help="output folder (relative paths: repository root)")
     parser.add_argument("--only", nargs="+", metavar="PREFIX", help="run only notebooks whose name starts so")
+    parser.add_argument("--all", action="store_true", help="also run notebooks kept out of the reproduction run")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA if present, else CPU), 'cpu', 'cuda:0', ...")
     parser.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
     args = parser.parse_args(argv)
     results = resolve(args.results)
     try:
-        runs = run_all(results, smoke=args.smoke, only=args.only, device=args.device, timeout=args.timeout)
+        runs = run_all(
+            results, smoke=args.smoke, only=args.only, device=args.device, timeout=args.timeout, include_all=args.all
+        )
     except NotebookFailed as err:
         print(f"FAILED: {err}\nsummary: {results / 'summary.md'}", file=sys.stderr)
         return 1

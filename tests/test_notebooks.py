@@ -48,7 +48,7 @@ def test_every_smoke_parameter_is_declared_somewhere():
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
-    return results, run_all(results, smoke=True, device="cpu", timeout=600)
+    return results, run_all(results, smoke=True, device="cpu", timeout=600, include_all=True)
 
 
 @pytest.mark.notebooks

@@ -70,6 +70,17 @@ def test_unknown_only_prefix(folder, tmp_path):
         run_all(tmp_path, folder=folder, only=["99"])
 
 
+def test_notebooks_marked_out_of_the_reproduction_run(folder, tmp_path):
+    path = folder / "00_train.ipynb"
+    _notebook(path, "OUT_DIR = 't'", "pass")
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata["gan_seg_notebooks"] = {"reproduction_run": False}
+    nbformat.write(nb, path)
+    assert [r.notebook for r in run_all(tmp_path / "a", folder=folder)] == ["01_first.ipynb", "02_second.ipynb"]
+    assert [r.notebook for r in run_all(tmp_path / "b", folder=folder, only=["00"])] == ["00_train.ipynb"]
+    assert len(run_all(tmp_path / "c", folder=folder, include_all=True)) == 3
+
+
 def test_list_notebooks_ignores_non_numbered(folder):
     (folder / "scratch.ipynb").write_text("{}")
     assert [p.name for p in list_notebooks(folder)] == ["01_first.ipynb", "02_second.ipynb"]

@@ -1,6 +1,6 @@
 """Generators (BigGAN / BigBiGAN, StyleGAN2) behind one interface, and ``load`` for any known checkpoint."""
 
 from helpers.gans.base import CheckpointMismatchError, Generator
-from helpers.gans.checkpoints import CheckpointError, load, save_generator
+from helpers.gans.checkpoints import CheckpointError, load, save_model
 
-__all__ = ["CheckpointError", "CheckpointMismatchError", "Generator", "load", "save_generator"]
+__all__ = ["CheckpointError", "CheckpointMismatchError", "Generator", "load", "save_model"]

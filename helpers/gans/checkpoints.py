@@ -1,8 +1,8 @@
-"""Reading and writing generator checkpoints: ours, the released BigBiGAN file, SAIC and rosinality StyleGAN2.
+"""Reading and writing model checkpoints: ours, the released BigBiGAN file, SAIC and rosinality StyleGAN2.
 
 Everything is read with ``torch.load(weights_only=True)``: a checkpoint can hold tensors, numbers,
 strings and containers, never code. Our own format is
-``{"format": FORMAT, "class": "BigGAN" | "StyleGAN2", "config": {...}, "state_dict": {...},
+``{"format": FORMAT, "class": "BigGAN" | "StyleGAN2" | "LatentEncoder", "config": {...}, "state_dict": {...},
 "buffers": {...}, "meta": {...}}`` where ``buffers`` carries non-persistent tensors such as
 StyleGAN2's ``latent_avg``.
 """
@@ -16,20 +16,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from helpers.gans.base import Generator, load_strict
+from helpers.gans.base import load_strict
 from helpers.gans.biggan import ARCH, BOTTOM_WIDTH, BigGAN
+from helpers.gans.encoder import LatentEncoder
 from helpers.gans.stylegan2 import StyleGAN2
 from helpers.io import atomic_path
 from helpers.paths import weights_dir
 
 FORMAT = "gan-seg-notebooks/generator-v1"
-CLASSES: dict[str, type[Generator]] = {"BigGAN": BigGAN, "StyleGAN2": StyleGAN2}
+CLASSES: dict[str, type[nn.Module]] = {"BigGAN": BigGAN, "StyleGAN2": StyleGAN2, "LatentEncoder": LatentEncoder}
 
 # Names that ``load`` understands, relative to the weights folder.
 KNOWN_FILES = {
     "default-biggan": "default_biggan.pt",
     "default-stylegan2": "default_stylegan2.pt",
+    "default-biggan-encoder": "default_biggan_encoder.pt",
     "bigbigan": "BigBiGAN_x1.pth",
     "stylegan2-ffhq": "ffhq.tar",
     "stylegan2-cars": "cars.tar",
@@ -40,8 +43,8 @@ class CheckpointError(ValueError):
     """A file is missing, unreadable or not a generator checkpoint; the message names the file."""
 
 
-def save_generator(model: Generator, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
-    """Writes our checkpoint format atomically (state dict on CPU, config, non-persistent buffers, meta)."""
+def save_model(model: nn.Module, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
+    """Writes our checkpoint format atomically (state dict on CPU, ``model.config``, non-persistent buffers, meta)."""
     persistent = set(model.state_dict())
     buffers = {k: v.detach().cpu() for k, v in model.named_buffers() if k not in persistent}
     obj = {
@@ -93,8 +96,8 @@ def _plain_biggan(state: dict[str, torch.Tensor], source: str) -> BigGAN:
     return load_strict(model, state, source)
 
 
-def from_object(obj: Any, source: str) -> Generator:
-    """Builds the right generator for a loaded checkpoint object (see the module docstring for formats)."""
+def from_object(obj: Any, source: str) -> nn.Module:
+    """Builds the right model for a loaded checkpoint object (see the module docstring for formats)."""
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         if obj["class"] not in CLASSES:
             raise CheckpointError(f"{source}: unknown generator class {obj['class']!r}; known: {sorted(CLASSES)}")
@@ -121,8 +124,8 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     return Path(name_or_path).expanduser()
 
 
-def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:
-    """Reads a checkpoint, builds the matching generator, loads it strictly and returns it in eval mode."""
+def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Reads a checkpoint, builds the matching model (a Generator or an encoder), loads it strictly, in eval mode."""
     path = resolve_checkpoint(name_or_path)
     if not path.exists():
         hint = " (run download_all.sh for released weights)" if str(name_or_path) in KNOWN_FILES else ""

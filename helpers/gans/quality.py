@@ -105,3 +105,13 @@ def generate(model: Generator, n: int, seed: int = 0, batch_size: int = 64) -> T
 def _chunks(x: Tensor, size: int) -> Iterator[Tensor]:
     for start in range(0, len(x), size):
         yield x[start : start + size]
+
+
+def swd_table(
+    generators: dict[str, Generator], real: np.ndarray, reference: np.ndarray, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """SWD of each generator's samples, and of ``reference`` real images, against ``real`` (same count)."""
+    table = {"real vs real": swd(reference, real, seed)}
+    for name, model in generators.items():
+        table[name] = swd(generate(model, len(real), seed), real, seed)
+    return table

@@ -280,6 +280,8 @@ class StyleGAN2(Generator):
             image = rgb if image is None else self.upscale2x(image) + rgb
             if keep:
                 features[f"res{x.shape[-1]}"] = x
+        if not self.training:  # images in [-1, 1], as SAIC's conversion to pixels clips; training keeps raw values
+            image = image.clamp(-1, 1)
         features["image"] = image
         return image, features
 
@@ -298,7 +300,7 @@ class StyleGAN2(Generator):
 
     def forward(self, z: Tensor, noise_seed: NoiseSeed = None, truncation: float | None = None,
                 noise: Sequence[Tensor] | None = None) -> Tensor:
-        """Raw image [B, 3, R, R] in ≈[−1, 1] (no tanh); noise from noise_seed, or given explicitly."""
+        """Image [B, 3, R, R] (no tanh; clamped to [-1, 1] in eval mode); noise from noise_seed or given."""
         return self.synthesis(self.styles(z, truncation), self._noise(z, noise_seed, noise))
 
     def features(self, z: Tensor, noise_seed: NoiseSeed = None, truncation: float | None = None,

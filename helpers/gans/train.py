@@ -30,14 +30,19 @@ from tqdm.auto import tqdm
 from helpers.data.splits import ProceduralSplits, load_split
 from helpers.gans.base import Generator
 from helpers.gans.biggan import BigGAN, recompute_bn_stats
-from helpers.gans.checkpoints import CLASSES, save_generator
+from helpers.gans.checkpoints import CLASSES, save_model
 from helpers.io import atomic_path, save_figure
 from helpers.plots import image_grid
 
 # The shipped defaults: small configurations of the same classes as the released generators.
 DEFAULT_GENERATORS: dict[str, dict[str, Any]] = {
-    "biggan": dict(resolution=64, ch=16, dim_z=60, shared_dim=16, n_classes=1, attention=[]),
+    "biggan": dict(resolution=64, ch=8, dim_z=60, shared_dim=16, n_classes=1, attention=[]),
     "stylegan2": dict(resolution=64, dim_z=64, n_mlp=4, fmap_base=1024, fmap_max=128, truncation_psi=1.0),
+}
+# Optimiser settings per class; StyleGAN2's equalized learning rate needs a 10x larger G step.
+RECIPES: dict[str, dict[str, Any]] = {
+    "biggan": dict(lr_g=2e-4, lr_d=2e-4, betas=(0.0, 0.999)),
+    "stylegan2": dict(lr_g=2e-3, lr_d=2e-4, betas=(0.0, 0.99)),
 }
 CLASS_NAMES = {"biggan": "BigGAN", "stylegan2": "StyleGAN2"}
 RESUMABLE_CHANGES = {"steps", "sample_every", "checkpoint_every", "threads"}  # may differ when resuming
@@ -62,6 +67,13 @@ class TrainConfig:
     checkpoint_every: int = 100
     seed: int = 0
     threads: int = 2
+
+    @classmethod
+    def for_generator(cls, generator: str, **overrides: Any) -> "TrainConfig":
+        """The recipe of a generator class with overrides (e.g. steps, data, generator_config)."""
+        if generator not in RECIPES:
+            raise ValueError(f"generator must be one of {sorted(RECIPES)}, got {generator!r}")
+        return cls(generator=generator, **{**RECIPES[generator], **overrides})
 
     def __post_init__(self) -> None:
         if self.generator not in DEFAULT_GENERATORS:
@@ -228,7 +240,7 @@ class Trainer:
     def export(self, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
         """Saves the EMA generator, ready to sample, with the training configuration in its meta."""
         model = prepare_for_sampling(self.G_ema, seed=self.config.seed).cpu()
-        return save_generator(model, path, {"train_config": asdict(self.config), "steps": self.step, **(meta or {})})
+        return save_model(model, path, {"train_config": asdict(self.config), "steps": self.step, **(meta or {})})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -242,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     overrides = json.loads(Path(args.config).read_text()) if args.config else {}
-    config = TrainConfig(generator=args.generator, **overrides)
+    config = TrainConfig.for_generator(args.generator, **overrides)
     if args.steps is not None:
         config.steps = args.steps
     trainer = Trainer(args.run_dir, config, args.device)
