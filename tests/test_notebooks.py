@@ -4,6 +4,7 @@ import ast
 import json
 
 import nbformat
+import papermill
 import pytest
 
 from helpers.runner import list_notebooks, run_all, smoke_parameters
@@ -36,6 +37,13 @@ def test_first_code_cell_is_a_literal_parameters_cell(path):
         names[node.targets[0].id] = ast.literal_eval(node.value)  # raises if not a literal
     assert REQUIRED_PARAMETERS <= set(names), f"{path.name}: missing {REQUIRED_PARAMETERS - set(names)}"
     assert names["DEVICE"] == "auto" and names["SMOKE"] is False
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_papermill_sees_every_parameter(path):
+    """papermill's own parser must understand each line (e.g. a '=' inside a comment confuses it)."""
+    names = {n.targets[0].id for n in ast.parse(_code_cells(path)[0].source).body}
+    assert set(papermill.inspect_notebook(str(path))) == names
 
 
 def test_every_smoke_parameter_is_declared_somewhere():
