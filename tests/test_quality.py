@@ -30,7 +30,7 @@ def test_swd_orders_distributions():
     assert set(same) == {"64px", "32px", "16px", "mean"}
     assert same["mean"] < swd(blurred, real_a)["mean"] < swd(noise, real_a)["mean"]
     assert swd(blurred, real_a)["64px"] > 2 * same["64px"]  # blur removes the fine band
-    assert swd(real_a, real_a)["mean"] == pytest.approx(0, abs=1e-6)
+    assert swd(real_a, real_a)["mean"] < swd(noise, real_a)["mean"] / 5  # patch positions differ per set
     assert swd(real_a, real_b, seed=1) == swd(real_a, real_b, seed=1)
 
 
