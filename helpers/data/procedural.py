@@ -10,7 +10,6 @@ not separate them; shape, edges, shading and texture do.
 
 from __future__ import annotations
 
-import argparse
 import time
 from functools import lru_cache
 
@@ -236,17 +235,3 @@ def benchmark(size: int = 64, n: int = 1000, seed: int = 0) -> float:
     start = time.perf_counter()
     render_batch(seed, range(n), size)
     return n / (time.perf_counter() - start)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Render speed of the procedural domain (one core).")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128, 256])
-    parser.add_argument("-n", type=int, default=1000)
-    args = parser.parse_args()
-    for size in args.sizes:
-        n = max(50, args.n * 64 * 64 // (size * size))
-        print(f"{size:>4}x{size:<4} {benchmark(size, n):8.0f} images/s  ({n} images)")
-
-
-if __name__ == "__main__":
-    main()
