@@ -30,6 +30,11 @@ def weights_dir() -> Path:
     return resolve(os.environ.get("GANSEG_WEIGHTS_DIR", "weights"))
 
 
+def embeddings_dir() -> Path:
+    """Latent codes of image folders (GANSEG_EMBEDDINGS_DIR overrides <root>/embeddings)."""
+    return resolve(os.environ.get("GANSEG_EMBEDDINGS_DIR", "embeddings"))
+
+
 def notebooks_dir() -> Path:
     """The ordered notebooks of the project."""
     return project_root() / "notebooks"
