@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from helpers.data.procedural import render
-from helpers.data.splits import SPLIT_STREAMS, ProceduralSplits, ensure_splits, load_split
+from helpers.data.splits import SPLIT_STREAMS, ProceduralSplits, ensure_splits, export_folders, load_split
 
 SPEC = ProceduralSplits(size=32, n_train=20, n_val=5, n_test=7, seed=2)
 
@@ -42,3 +42,18 @@ def test_corrupt_cache_is_rendered_again():
 def test_unknown_split():
     with pytest.raises(KeyError, match="unknown split"):
         load_split(SPEC, "dev")
+
+
+def test_export_folders_gives_the_benchmark_layout(tmp_path):
+    from helpers.data.folders import ImageMaskFolder
+
+    images_dir, masks_dir = export_folders(SPEC, "test", tmp_path / "proc", n=5)
+    dataset = ImageMaskFolder(images_dir, masks_dir)
+    images, labels = load_split(SPEC, "test", progress=False)
+    assert len(dataset) == 5 and dataset[4].name == "00004"
+    assert np.array_equal(dataset[4].image, images[4]) and np.array_equal(dataset[4].mask, labels[4] > 0)
+    mtime = (images_dir / "00000.png").stat().st_mtime_ns
+    export_folders(SPEC, "test", tmp_path / "proc", n=5)  # complete export: reused
+    assert (images_dir / "00000.png").stat().st_mtime_ns == mtime
+    export_folders(SPEC, "test", tmp_path / "proc", n=3)  # different size: rewritten
+    assert len(list(images_dir.glob("*.png"))) == len(list(masks_dir.glob("*.png"))) == 3

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from PIL import Image
 from tqdm.auto import tqdm
 
 from helpers.data.procedural import DOMAIN_VERSION, LABEL_NAMES, render_batch
@@ -78,3 +79,26 @@ def load_split(spec: ProceduralSplits, split: str, progress: bool = True) -> tup
     spec.count(split)
     with h5py.File(ensure_splits(spec, progress), "r") as f:
         return f[f"{split}/images"][:], f[f"{split}/labels"][:]
+
+
+def export_folders(spec: ProceduralSplits, split: str, root: str | Path, n: int | None = None) -> tuple[Path, Path]:
+    """Writes the first n images of a split as ``root/images/NNNNN.png`` and object masks as ``root/masks/NNNNN.png``.
+
+    This is the image-folder + mask-folder layout of the real benchmarks, so every folder-based tool
+    (embedding extraction, evaluation) runs on the procedural domain too. Existing complete exports are reused.
+    """
+    images, labels = load_split(spec, split, progress=False)
+    n = len(images) if n is None else min(n, len(images))
+    root = Path(root)
+    folders = root / "images", root / "masks"
+    names = [f"{i:05d}.png" for i in range(n)]
+    if all(folder.is_dir() and sorted(p.name for p in folder.glob("*.png")) == names for folder in folders):
+        return folders
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.png"):
+            stale.unlink()
+    for name, image, label in zip(names, images[:n], labels[:n]):
+        Image.fromarray(image).save(folders[0] / name)
+        Image.fromarray(((label > 0) * 255).astype(np.uint8)).save(folders[1] / name)
+    return folders
