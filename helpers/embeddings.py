@@ -27,6 +27,7 @@ unreadable files are tried again. Anything else is refused, so a user's codes ar
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import warnings
@@ -44,6 +45,7 @@ from tqdm.auto import tqdm
 
 from helpers.data.folders import UnreadableFilesError, scan_images
 from helpers.gans.base import Generator
+from helpers.gans.checkpoints import load, resolve_checkpoint
 from helpers.io import atomic_path, write_text
 from helpers.paths import embeddings_dir, resolve
 
@@ -281,3 +283,20 @@ def reconstruct(generator: Generator, encoder: Encoder, paths: Sequence[str | os
     z = encoder(np.stack([load_image(p, encoder.input_size) for p in paths]))
     generated = generator(torch.from_numpy(z).to(generator.device)).float().cpu().numpy()
     return np.concatenate([_to_uint8(x), _to_uint8(generated)], axis=2)
+
+
+def pick_encoder(
+    kind: str = "auto", handle: str = BIGBIGAN_HANDLE, device: str | torch.device = "cpu"
+) -> tuple[Encoder, Generator]:
+    """The encoder and the generator its codes belong to: BigBiGAN's (TF-Hub) or the shipped default pair.
+
+    "auto" takes BigBiGAN when tensorflow_hub is installed and ``weights/BigBiGAN_x1.pth`` is present.
+    """
+    if kind not in ("auto", "default", "bigbigan"):
+        raise ValueError(f"encoder kind must be 'auto', 'default' or 'bigbigan', got {kind!r}")
+    if kind == "auto":
+        has_hub = importlib.util.find_spec("tensorflow_hub") is not None
+        kind = "bigbigan" if has_hub and resolve_checkpoint("bigbigan").exists() else "default"
+    if kind == "bigbigan":
+        return HubBigBiGANEncoder(handle), load("bigbigan", device)
+    return TorchEncoder(load("default-biggan-encoder", device)), load("default-biggan", device)

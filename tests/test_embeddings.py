@@ -385,3 +385,20 @@ def test_reconstruct_puts_x_beside_g_of_e_of_x(folder: Path) -> None:
         g = generator(torch.from_numpy(encoder(load_image(paths[1], 32)[None])))[0].numpy()
     expected = ((g + 1) * 127.5).round().astype(np.uint8).transpose(1, 2, 0)
     assert np.abs(pairs[1, :, 16:].astype(int) - expected).max() <= 1
+
+
+def test_pick_encoder_rejects_unknown_kinds():
+    from helpers.embeddings import pick_encoder
+
+    with pytest.raises(ValueError, match="encoder kind must be"):
+        pick_encoder("vae")
+
+
+def test_pick_encoder_auto_falls_back_to_the_default_pair(tmp_path, monkeypatch):
+    """Without BigBiGAN weights, 'auto' asks for the shipped default pair (named in the error here)."""
+    from helpers.embeddings import pick_encoder
+    from helpers.gans import CheckpointError
+
+    monkeypatch.setenv("GANSEG_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(CheckpointError, match="default_biggan_encoder.pt"):
+        pick_encoder("auto")
