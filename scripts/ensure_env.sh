@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sourced by reproduce.sh and test.sh: makes sure the project environment exists and is current,
 # then exports PY, the interpreter to use. Re-installs only when pyproject.toml or the torch spec change.
+# The environment has the [test] and [convert] extras: notebook 01 converts a TensorFlow module.
 #
 #   GANSEG_VENV        where the virtual environment lives (default: <repo>/.venv)
 #   GANSEG_TORCH_SPEC  pip arguments that install torch (default: torch==2.13.0, the CPU build here);
@@ -31,7 +32,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.ganseg-env" 2>/dev/null)" != 
     # shellcheck disable=SC2086
     if ! { "$venv/bin/python" -m pip install --upgrade pip \
            && "$venv/bin/python" -m pip install $torch_spec \
-           && "$venv/bin/python" -m pip install -e "$GANSEG_ROOT[test]"; } >>"$log" 2>&1; then
+           && "$venv/bin/python" -m pip install -e "$GANSEG_ROOT[test,convert]"; } >>"$log" 2>&1; then
         tail -n 40 "$log" >&2
         echo "Environment set-up failed; full log: $log" >&2
         exit 1
