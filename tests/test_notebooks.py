@@ -78,3 +78,41 @@ def test_embedded_domain_notebook_outputs(smoke_run):
     assert metrics["split_sizes"] == {"train": params["N_TRAIN"], "val": params["N_VAL"], "test": params["N_TEST"]}
     assert abs(sum(metrics["pixel_fraction"]["train"].values()) - 1) < 1e-6
     assert 0 <= metrics["colour_baseline_iou"] < 0.5 and metrics["render_images_per_s"] > 0
+
+
+@pytest.mark.notebooks
+def test_training_notebook_outputs(smoke_run):
+    results, _ = smoke_run
+    out = results / "00_train_default_gans"
+    metrics = json.loads((out / "metrics.json").read_text())
+    params = smoke_parameters()
+    assert metrics["steps"] == {"biggan": params["BIGGAN_STEPS"], "stylegan2": params["STYLEGAN2_STEPS"]}
+    assert set(metrics["swd_x1e3"]) >= {"real vs real", "biggan", "stylegan2", "biggan (random init)"}
+    manifest = json.loads((out / "weights" / "MANIFEST.json").read_text())["files"]
+    assert set(manifest) == {"default_biggan.pt", "default_stylegan2.pt", "default_biggan_encoder.pt"}
+    for name in ["samples_biggan.png", "samples_stylegan2.png", "swd.png", "encoder_reconstructions.png"]:
+        assert (out / name).stat().st_size > 1000, name
+
+
+@pytest.mark.notebooks
+def test_weight_conversion_notebook_outputs(smoke_run):
+    results, _ = smoke_run
+    metrics = json.loads((results / "01_weight_conversion" / "metrics.json").read_text())
+    assert metrics["keys"] == 166
+    assert set(metrics["max_abs_diff"]) >= {"first_linear", "conv", "conditional_bn", "attention", "output_layer", "end_to_end"}
+    assert max(metrics["max_abs_diff"].values()) < 1e-4
+    assert metrics["stylegan2_round_trip_image_diff"] < 1e-5
+
+
+@pytest.mark.notebooks
+def test_embedding_notebook_outputs(smoke_run):
+    results, _ = smoke_run
+    out = results / "02_embedding_extraction"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_encoded"] == metrics["n_images"] == smoke_parameters()["N_IMAGES"]
+    assert metrics["n_unreadable"] == 0 and metrics["dim_z"] == 60
+    import numpy as np
+
+    codes = np.load(out / "procedural_test.npy")
+    assert codes.shape == (metrics["n_encoded"], 60) and np.isfinite(codes).all()
+    assert (out / "reconstructions.png").stat().st_size > 1000

@@ -22,8 +22,8 @@ def test_pyramid_levels_and_reconstruction():
 
 
 def test_swd_orders_distributions():
-    real_a, _ = render_batch(0, range(96), 64)
-    real_b, _ = render_batch(0, range(96), 64, stream=2)
+    real_a, _ = render_batch(0, range(64), 64)
+    real_b, _ = render_batch(0, range(64), 64, stream=2)
     noise = np.random.default_rng(0).integers(0, 256, real_a.shape, dtype=np.uint8)
     blurred = torch.nn.functional.avg_pool2d(to_float_images(real_b), 5, 1, 2)
     same = swd(real_a, real_b)
