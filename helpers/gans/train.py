@@ -18,9 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -208,7 +206,7 @@ class Trainer:
             images = model(self.fixed_z).add(1).mul(127.5).clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
         fig = image_grid(images, scale=1.0)
         path = save_figure(fig, self.run_dir / "samples" / f"step_{self.step:06d}.png", dpi=self.G.resolution)
-        matplotlib.pyplot.close(fig)
+        plt.close(fig)
         return path
 
     def train(self, steps: int | None = None, max_minutes: float | None = None, progress: bool = True) -> int:
