@@ -41,7 +41,6 @@ signature in TF and PyTorch on the same inputs.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -54,10 +53,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from helpers.gans.base import load_strict
+from helpers.gans.base import format_listing, load_strict
 from helpers.gans.biggan import ARCH, BOTTOM_WIDTH, BigGAN
 from helpers.gans.checkpoints import infer_biggan_config
 from helpers.io import atomic_path, write_json
+from helpers.manifest import sha256_file
 
 BIGBIGAN_GENERATOR_PREFIX = "GenEncWrapper/Generator/"
 EMA_SUFFIX = "/ema_0.9999"
@@ -171,11 +171,6 @@ def conversion_rules(config: Mapping[str, Any]) -> list[Rule]:
     return rules + _sn_layer("output_layer.2", "conv_2d", (3, 3, c_out[-1], 3), "conv", True)
 
 
-def _listing(title: str, items: list[str], limit: int = 30) -> str:
-    shown = items[:limit] + ([f"... and {len(items) - limit} more"] if len(items) > limit else [])
-    return f"\n  {title} ({len(items)}):" + "".join(f"\n    {item}" for item in shown)
-
-
 def _shape_fits(shape: tuple[int, ...], expected: tuple[int, ...], loose: bool) -> bool:
     if loose:
         return [d for d in shape if d != 1] == [d for d in expected if d != 1]
@@ -252,7 +247,7 @@ def tf_to_torch_state_dict(
         for title, items in (("missing variables", sorted(set(missing))), ("unused variables", unused),
                              ("shape mismatches", shapes)):
             if items:
-                msg += _listing(title, items)
+                msg += format_listing(title, items, limit=30)
         if use_ema and not any(name.endswith(EMA_SUFFIX) for name in variables):
             msg += "\n  there are no ema_0.9999 copies: use_ema=False converts the raw weights"
         raise ConversionError(msg)
@@ -316,7 +311,7 @@ def convert(handle_or_dir: str | os.PathLike, out_path: str | os.PathLike, *, us
         "source": os.fspath(handle_or_dir), "use_ema": use_ema, "config": config,
         "tensorflow": tf.__version__, "tensorflow_hub": hub.__version__, "torch": torch.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "tf_variables": len(variables), "sha256": hashlib.sha256(out_path.read_bytes()).hexdigest(),
+        "tf_variables": len(variables), "sha256": sha256_file(out_path),
     })
     return out_path
 

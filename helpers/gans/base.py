@@ -14,7 +14,8 @@ class CheckpointMismatchError(ValueError):
     """A state dict does not fit the model; the message lists missing, unexpected and mis-shaped keys."""
 
 
-def _listing(title: str, items: list[str], limit: int = 25) -> str:
+def format_listing(title: str, items: list[str], limit: int = 25) -> str:
+    """An indented, titled list for error messages, cut after ``limit`` items with a count."""
     shown = items[:limit] + ([f"... and {len(items) - limit} more"] if len(items) > limit else [])
     return f"\n  {title} ({len(items)}):" + "".join(f"\n    {item}" for item in shown)
 
@@ -33,7 +34,7 @@ def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], source: str)
         msg = f"{source} does not fit {type(model).__name__}"
         for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
             if items:
-                msg += _listing(title, items)
+                msg += format_listing(title, items)
         raise CheckpointMismatchError(msg)
 
 
