@@ -192,13 +192,17 @@ class BigGAN(Generator):
         """The released BigBiGAN generator configuration (128 px, ch 96, dim_z 120, attention at 64)."""
         return cls()
 
-    def _maps(self, z: Tensor, class_index: int = 0):
-        """Yields (name, map) for the 4x4 input and every block output, then the image."""
+    def _maps(self, z: Tensor, class_index: int = 0, start: int = 0, h: Tensor | None = None):
+        """Yields (name, map) for the 4x4 input and every block output, then the image.
+
+        With ``h`` given, it replaces the map after the first ``start`` blocks and only the later blocks run.
+        """
         zs = torch.split(z, self.chunk, dim=1)
         y = self.shared(torch.full((z.size(0),), class_index, dtype=torch.long, device=z.device))
-        h = self.linear(zs[0]).view(z.size(0), -1, BOTTOM_WIDTH, BOTTOM_WIDTH)
-        yield f"res{BOTTOM_WIDTH}", h
-        for blocks, z_chunk in zip(self.blocks, zs[1:]):
+        if h is None:
+            h = self.linear(zs[0]).view(z.size(0), -1, BOTTOM_WIDTH, BOTTOM_WIDTH)
+        yield f"res{h.size(-1)}", h
+        for blocks, z_chunk in zip(self.blocks[start:], zs[1 + start :]):
             cond = torch.cat([y, z_chunk], dim=1)
             for block in blocks:
                 h = block(h, cond)
@@ -214,6 +218,14 @@ class BigGAN(Generator):
     def features(self, z: Tensor, class_index: int = 0) -> "OrderedDict[str, Tensor]":
         """res4 (reshaped first linear), the output of every block (after attention) and the image."""
         return OrderedDict(self._maps(z, class_index))
+
+    def synthesis_from(self, name: str, h: Tensor, z: Tensor, class_index: int = 0) -> Tensor:
+        """The image G(z) gives when feature ``name`` is replaced by ``h``: only the later blocks run (re-injection)."""
+        names = [f"res{BOTTOM_WIDTH * 2**i}" for i in range(len(self.blocks) + 1)]
+        if name not in names:
+            raise ValueError(f"cannot inject at {name!r}; injectable features: {names}")
+        *_, (_, image) = self._maps(z, class_index, names.index(name), h)
+        return image
 
 
 @torch.no_grad()

@@ -265,7 +265,8 @@ class StyleGAN2(Generator):
         return [torch.cat([torch.randn(per_gen, 1, s, s, generator=g) for g in gens]).to(device, dtype)
                 for s in sizes]
 
-    def _synthesize(self, ws: Tensor, noise: Sequence[Tensor], keep: bool) -> tuple[Tensor, OrderedDict]:
+    def _synthesize(self, ws: Tensor, noise: Sequence[Tensor], keep: bool,
+                    inject: tuple[int, Tensor] | None = None) -> tuple[Tensor, OrderedDict]:
         if ws.dim() == 2:
             ws = ws.unsqueeze(1).expand(-1, self.n_styles, -1)
         if ws.shape[1] != self.n_styles or len(noise) != self.n_noises:
@@ -274,8 +275,11 @@ class StyleGAN2(Generator):
         x = self.constant_tensor.expand(ws.shape[0], -1, -1, -1)
         image, features = None, OrderedDict()
         for k, (block, to_rgb) in enumerate(zip(self.blocks, self.to_rgbs)):
-            layers = range(max(2 * k - 1, 0), 2 * k + 1)  # style and noise indices of the block's convs
-            x = block(x, [ws[:, i] for i in layers], [noise[i] for i in layers])
+            if inject is not None and k == inject[0]:  # this block's output is given
+                x = inject[1]
+            else:
+                layers = range(max(2 * k - 1, 0), 2 * k + 1)  # style and noise indices of the block's convs
+                x = block(x, [ws[:, i] for i in layers], [noise[i] for i in layers])
             rgb = to_rgb(x, ws[:, 2 * k + 1])
             image = rgb if image is None else self.upscale2x(image) + rgb
             if keep:
@@ -307,6 +311,19 @@ class StyleGAN2(Generator):
                  noise: Sequence[Tensor] | None = None) -> "OrderedDict[str, Tensor]":
         """Block outputs res4 … resR (after the block's second activation), then "image"."""
         return self.synthesis_features(self.styles(z, truncation), self._noise(z, noise_seed, noise))
+
+    def synthesis_from(self, name: str, x: Tensor, z: Tensor, noise_seed: NoiseSeed = None,
+                       truncation: float | None = None, noise: Sequence[Tensor] | None = None) -> Tensor:
+        """The image G(z) gives when block output ``name`` is replaced by ``x`` (re-injection).
+
+        The injected map goes through its own ToRGB and every later block; the RGB skip of the earlier
+        blocks is the generator's own for (z, noise). Noise and truncation work as in ``forward``.
+        """
+        names = [f"res{4 * 2**k}" for k in range(len(self.blocks))]
+        if name not in names:
+            raise ValueError(f"cannot inject at {name!r}; injectable features: {names}")
+        ws, noise = self.styles(z, truncation), self._noise(z, noise_seed, noise)
+        return self._synthesize(ws, noise, keep=False, inject=(names.index(name), x))[0]
 
     @torch.no_grad()
     def estimate_latent_avg(self, n: int = 4096, seed: int = 0) -> Tensor:

@@ -1,0 +1,40 @@
+"""Segmentation models trained on (synthetic) image/mask pairs: the reference U-Net, HDF5 shards of training
+pairs, batch sources, a resumable trainer and the reference evaluation protocol."""
+
+from helpers.segmentation.inference import (
+    SegmentationInference,
+    evaluate_arrays,
+    evaluate_folder,
+    evaluate_labels,
+    foreground_probability,
+    min_edge_size,
+    predict_labels,
+    predict_proba,
+)
+from helpers.segmentation.shards import ShardDataset, write_shards
+from helpers.segmentation.sources import ArrayBatches, Batch, BatchSource, ShardBatches, batch_function, images_to_input
+from helpers.segmentation.train import SegmentationSettings, SegmentationTrainer, mean_loss_on
+from helpers.segmentation.unet import UNet
+
+__all__ = [
+    "ArrayBatches",
+    "Batch",
+    "BatchSource",
+    "SegmentationInference",
+    "SegmentationSettings",
+    "SegmentationTrainer",
+    "ShardBatches",
+    "ShardDataset",
+    "UNet",
+    "batch_function",
+    "evaluate_arrays",
+    "evaluate_folder",
+    "evaluate_labels",
+    "foreground_probability",
+    "images_to_input",
+    "mean_loss_on",
+    "min_edge_size",
+    "predict_labels",
+    "predict_proba",
+    "write_shards",
+]

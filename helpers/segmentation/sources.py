@@ -1,0 +1,124 @@
+"""Batch sources for segmentation training: in-memory arrays, HDF5 shards, or any batch callable/iterator.
+
+A batch is ``(x, y)``: ``x`` float [B, 3, H, W] in [-1, 1] and ``y`` long [B, H, W] class labels (the trainer
+also accepts longer tuples such as ``helpers.masks.SyntheticBatch`` (images, masks, z) and uses the first two).
+`ArrayBatches` and `ShardBatches` are callables of the step index whose batches depend only on (seed, step),
+so a resumed training run sees exactly the batches an uninterrupted one would. Each epoch visits every
+pair once in a seeded random order.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from helpers.segmentation.shards import ShardDataset
+
+Batch = tuple[Tensor, Tensor]
+BatchSource = Callable[[int], Batch] | Callable[[], Batch] | Iterable[Batch]
+_FLIP_STREAM = 1  # seeds the flips apart from the epoch orders
+
+
+def images_to_input(images: np.ndarray | Tensor) -> Tensor:
+    """uint8 images [N, H, W, 3] as model input [N, 3, H, W] in [-1, 1], like ToTensor then 2x - 1."""
+    images = torch.as_tensor(images)
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be uint8 [N, H, W, 3]; got {images.dtype} {tuple(images.shape)}")
+    return images.permute(0, 3, 1, 2).float().div(255) * 2 - 1
+
+
+class _EpochSampler:
+    """Indices for step ``s``: positions s*B ... s*B+B-1 of a stream of seeded per-epoch permutations."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        if n < 1 or batch_size < 1:
+            raise ValueError(f"need at least one pair and a positive batch size; got {n} and {batch_size}")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self._epoch, self._order = -1, np.empty(0, np.int64)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            self._epoch, self._order = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        return self._order
+
+    def indices(self, step: int) -> np.ndarray:
+        """The pair indices of batch ``step``."""
+        positions = np.arange(step * self.batch_size, (step + 1) * self.batch_size)
+        epochs, offsets = np.divmod(positions, self.n)
+        return np.array([self._permutation(int(e))[o] for e, o in zip(epochs, offsets)])
+
+    def flips(self, step: int) -> np.ndarray:
+        """Which images of batch ``step`` to mirror horizontally (each with probability 1/2)."""
+        return np.random.default_rng([self.seed, step, _FLIP_STREAM]).random(self.batch_size) < 0.5
+
+
+def _to_batch(images: np.ndarray, labels: np.ndarray, flip: np.ndarray | None) -> Batch:
+    """uint8 images [B, H, W, 3] and labels [B, H, W] as (x, y) tensors, mirrored where ``flip`` says."""
+    x, y = images_to_input(images), torch.as_tensor(np.asarray(labels)).long()
+    if flip is not None and flip.any():
+        mirrored = torch.from_numpy(flip)
+        x[mirrored] = x[mirrored].flip(-1)
+        y[mirrored] = y[mirrored].flip(-1)
+    return x, y
+
+
+class ArrayBatches:
+    """Seeded batches from in-memory uint8 images [N, H, W, 3] and labels [N, H, W] (bool or integer).
+
+    For binary training from `load_split` labels pass ``labels > 0``. Random horizontal flips are on by
+    default: with a fixed real training set they are the only augmentation.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int = 0, flip: bool = True):
+        images, labels = np.asarray(images), np.asarray(labels)
+        if labels.shape != images.shape[:3]:
+            raise ValueError(f"labels must be [N, H, W] = {images.shape[:3]}; got {labels.shape}")
+        self.images, self.labels, self.flip = images, labels, flip
+        self.sampler = _EpochSampler(len(images), batch_size, seed)
+
+    def __call__(self, step: int) -> Batch:
+        """Batch number ``step`` (the same for the same seed and step)."""
+        idx = self.sampler.indices(step)
+        return _to_batch(self.images[idx], self.labels[idx], self.sampler.flips(step) if self.flip else None)
+
+
+class ShardBatches:
+    """Seeded batches read from a shard folder (see `write_shards`), only the needed rows at a time.
+
+    Flips are off by default, since the reference trains on generator outputs without augmentation.
+    """
+
+    def __init__(self, shards: ShardDataset | str | os.PathLike, batch_size: int, seed: int = 0,
+                 flip: bool = False, image_key: str = "images", mask_key: str = "masks"):
+        self.shards = shards if isinstance(shards, ShardDataset) else ShardDataset(shards)
+        self.keys, self.flip = (image_key, mask_key), flip
+        self.sampler = _EpochSampler(len(self.shards), batch_size, seed)
+
+    def __call__(self, step: int) -> Batch:
+        """Batch number ``step`` (the same for the same seed and step)."""
+        rows = self.shards.read(self.sampler.indices(step), self.keys)
+        return _to_batch(rows[self.keys[0]], rows[self.keys[1]], self.sampler.flips(step) if self.flip else None)
+
+
+def batch_function(source: BatchSource) -> Callable[[int], Batch]:
+    """Any batch source as a function of the step.
+
+    A callable with a required positional argument gets the step index (so it can be deterministic and
+    resume exactly); a callable without one is called bare (e.g. a synthesizer drawing fresh latents);
+    anything else is iterated. For an nn.Module the signature of ``forward`` decides.
+    """
+    if callable(source):
+        try:
+            params = inspect.signature(source.forward if isinstance(source, nn.Module) else source).parameters.values()
+        except (TypeError, ValueError):  # builtins without a signature
+            params = []
+        takes_step = any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                         for p in params)
+        return source if takes_step else (lambda step: source())
+    iterator: Iterator[Batch] = iter(source)
+    return lambda step: next(iterator)

@@ -1,0 +1,237 @@
+"""Resumable training of any segmentation model (images [B, 3, H, W] -> logits [B, K, H, W]) with cross-entropy.
+
+The recipe defaults are the reference U-Net's: Adam at lr 1e-3, StepLR stepped every iteration (x0.2 after
+8000 steps), 12001 updates (the reference loops over steps 0 ... 12000 inclusive). A run lives in one
+folder: ``checkpoint.pt`` ({model, opt, scheduler, scaler, step, settings, model_shapes, rng}, written
+atomically every ``checkpoint_every`` steps and when training stops, interruptions included) and
+``log.jsonl`` (mean loss and lr every ``log_every`` steps, validation results every ``validate_every``).
+A new `SegmentationTrainer` on the same folder resumes where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from helpers.io import atomic_path
+from helpers.segmentation.sources import Batch, BatchSource, batch_function
+
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every", "validate_every", "amp"}  # may differ on resume
+Validation = Callable[[nn.Module], dict[str, float]]
+
+
+@dataclass
+class SegmentationSettings:
+    """Everything besides the model and the data that determines a training run (stored in its checkpoint)."""
+
+    steps: int = 12001
+    lr: float = 1e-3
+    lr_step: int = 8000
+    lr_gamma: float = 0.2
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    validate_every: int = 1000
+    seed: int = 2
+    amp: str = "auto"  # 'auto': bf16 (else fp16) autocast on CUDA, none on CPU; or 'off', 'bf16', 'fp16'
+    ignore_index: int | None = None  # label excluded from the loss, e.g. 255 for unlabelled pixels
+
+    def __post_init__(self) -> None:
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {AMP_MODES}; got {self.amp!r}")
+
+
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device``, or None for full precision."""
+    if amp == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("amp='fp16' needs a CUDA device; use 'bf16' or 'off' on CPU")
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def model_shapes(model: nn.Module) -> dict[str, list[int]]:
+    """State-dict entry -> shape, recorded in checkpoints to refuse resuming into a different model."""
+    return {name: list(value.shape) for name, value in model.state_dict().items()}
+
+
+def mean_loss_on(batches: Sequence[Batch], ignore_index: int | None = None) -> Validation:
+    """A validation callback: mean cross-entropy on fixed (x, y, ...) batches (the reference's synthetic "test" set)."""
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        device = next(model.parameters()).device
+        losses = [_loss(model(b[0].to(device)), b[1].to(device).long(), ignore_index).item() for b in batches]
+        return {"loss": sum(losses) / len(losses)}
+
+    return validate
+
+
+def _write_row(log: TextIO, row: dict[str, Any]) -> None:
+    """Appends one JSON line and flushes, so the log survives a crash."""
+    log.write(json.dumps(row) + "\n")
+    log.flush()
+
+
+def _loss(logits: Tensor, y: Tensor, ignore_index: int | None) -> Tensor:
+    """Cross-entropy in float32 (also under autocast), skipping ``ignore_index`` labels."""
+    return F.cross_entropy(logits.float(), y, ignore_index=-100 if ignore_index is None else ignore_index)
+
+
+class SegmentationTrainer:
+    """One resumable training run of ``model`` in ``run_dir``.
+
+    A fresh run seeds torch's global RNG with ``settings.seed`` (for sources that draw from it); a resumed
+    run restores the RNG state saved in the checkpoint.
+    """
+
+    def __init__(self, run_dir: str | Path, model: nn.Module, settings: SegmentationSettings | None = None,
+                 device: torch.device | str = "cpu"):
+        self.run_dir, self.device = Path(run_dir), torch.device(device)
+        self.settings = settings or SegmentationSettings()
+        self.model = model.to(self.device)
+        self.amp_dtype = _amp_dtype(self.settings.amp, self.device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=self.settings.lr)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.opt, self.settings.lr_step, self.settings.lr_gamma)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.step = 0
+        self.checkpoint_path = self.run_dir / "checkpoint.pt"
+        self.log_path = self.run_dir / "log.jsonl"
+        if self.checkpoint_path.exists():
+            self._resume()
+        else:
+            torch.manual_seed(self.settings.seed)
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "settings": asdict(self.settings),
+            "model_class": type(self.model).__qualname__,
+            "model_shapes": model_shapes(self.model),
+            "rng": torch.get_rng_state(),
+        }
+
+    def save_checkpoint(self) -> Path:
+        """Writes everything needed to resume, atomically; returns the path."""
+        with atomic_path(self.checkpoint_path) as tmp:
+            torch.save(self._state(), tmp)
+        return self.checkpoint_path
+
+    def _resume(self) -> None:
+        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)  # loaders move to device
+        fixed = {k: v for k, v in asdict(self.settings).items() if k not in RESUMABLE_CHANGES}
+        if {k: v for k, v in state["settings"].items() if k not in RESUMABLE_CHANGES} != fixed:
+            raise ValueError(
+                f"{self.checkpoint_path} was written with different settings; use a new run folder or the same "
+                f"settings.\n  checkpoint: {state['settings']}\n  requested:  {asdict(self.settings)}"
+            )
+        shapes = model_shapes(self.model)
+        if state["model_class"] != type(self.model).__qualname__ or state["model_shapes"] != shapes:
+            differing = sorted(k for k in state["model_shapes"].keys() | shapes.keys()
+                               if state["model_shapes"].get(k) != shapes.get(k))
+            raise ValueError(
+                f"{self.checkpoint_path} holds a different model ({state['model_class']}, {len(state['model_shapes'])} "
+                f"entries) than the one given ({type(self.model).__qualname__}, {len(shapes)} entries); "
+                f"use a new run folder. Differing entries: {differing[:5]}{' ...' if len(differing) > 5 else ''}"
+            )
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        self.step = state["step"]
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def train_step(self, x: Tensor, y: Tensor) -> float:
+        """One Adam update on batch (x, y) and one scheduler step; returns the loss."""
+        if x.ndim != 4 or y.shape != (x.shape[0], *x.shape[2:]):
+            raise ValueError(f"a batch must be x [B, C, H, W] and y [B, H, W]; "
+                             f"got {tuple(x.shape)} and {tuple(y.shape)}")
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True).long()
+        self.model.train()
+        with self._autocast():
+            logits = self.model(x)
+        loss = _loss(logits, y, self.settings.ignore_index)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        return loss.item()
+
+    def validate(self, validation: Validation) -> dict[str, float]:
+        """Runs ``validation`` on the model in eval mode, in full precision, without gradients."""
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return {k: float(v) for k, v in validation(self.model).items()}
+        finally:
+            self.model.train()
+
+    def train(self, source: BatchSource, steps: int | None = None, max_minutes: float | None = None,
+              progress: bool = True, validation: Validation | None = None) -> int:
+        """Trains until ``steps`` (default: settings.steps) or the time limit; returns the step reached.
+
+        ``source`` gives batches (see `batch_function`) whose first two items are (x, y); further items,
+        such as the latents of a synthesized batch, are ignored. ``validation(model)`` runs every
+        ``validate_every`` steps and at the last step, and its results are logged with a ``val_`` prefix.
+        """
+        settings = self.settings
+        steps = settings.steps if steps is None else steps
+        next_batch = batch_function(source)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + 60 * max_minutes if max_minutes else math.inf
+        bar = tqdm(total=steps, initial=self.step, desc=f"training {type(self.model).__name__}", disable=not progress)
+        losses: list[float] = []
+        saved_at = self.step
+        try:
+            with open(self.log_path, "a") as log:
+                while self.step < steps and time.monotonic() < deadline:
+                    lr = self.scheduler.get_last_lr()[0]  # the rate this update uses
+                    batch = next_batch(self.step)
+                    losses.append(self.train_step(batch[0], batch[1]))
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+                    if self.step % settings.log_every == 0:
+                        _write_row(log, {"step": self.step, "loss": sum(losses) / len(losses), "lr": lr})
+                        losses.clear()
+                    if validation is not None and (self.step % settings.validate_every == 0 or self.step == steps):
+                        results = self.validate(validation)
+                        _write_row(log, {"step": self.step, **{f"val_{k}": v for k, v in results.items()}})
+                        bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+                    if self.step % settings.checkpoint_every == 0:
+                        self.save_checkpoint()
+                        saved_at = self.step
+        finally:  # done, out of time or interrupted: keep the progress
+            bar.close()
+            if self.step != saved_at or not self.checkpoint_path.exists():
+                self.save_checkpoint()
+        return self.step
+
+    def export(self, path: str | Path) -> Path:
+        """Writes the model's state dict (CPU tensors) atomically, like the reference ``segmentation.pth``."""
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+        return Path(path)
