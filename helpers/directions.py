@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from helpers.gans.base import Generator
 from helpers.io import atomic_path
-from helpers.masks import gray
+from helpers.masks import gray, raw_masks
 
 DEFORMATOR_KINDS = ("ortho", "linear", "proj")
 
@@ -390,3 +390,20 @@ def load_direction(path: str | Path, dim_z: int | None = None) -> Tensor:
     if dim_z is not None and len(direction) != dim_z:
         raise ValueError(f"{path} holds a direction of {len(direction)} values; the generator has dim_z = {dim_z}")
     return direction
+
+
+@torch.no_grad()
+def shift_strips(G: Generator, direction: Tensor, magnitudes: list[float], n_rows: int, seed: int = 0,
+                 mask_magnitude: float = 5.0) -> Tensor:
+    """Rows of G(z + r h) for each r in ``magnitudes``, then the lighting mask at ``mask_magnitude``.
+
+    Returns uint8 images [n_rows * (len(magnitudes) + 1), H, W, 3] in row-major order, ready for a grid.
+    """
+    G = G.eval()
+    z = G.sample_z(n_rows, seed)
+    h = direction.reshape(1, -1).to(z.device)
+    columns = [G(z + r * h) for r in magnitudes]
+    mask = raw_masks(G(z), G(z + mask_magnitude * h), "lighting").float().mul(2).sub(1)
+    columns.append(mask[:, None].expand(-1, 3, -1, -1))
+    images = torch.stack(columns, 1).flatten(0, 1)
+    return images.add(1).mul(127.5).clamp(0, 255).round().byte().permute(0, 2, 3, 1).cpu()

@@ -302,6 +302,7 @@ class MaskSynthesizer:
         self.z_noise = z_noise
         self.batch_size = batch_size
         self.max_tries = max_tries
+        self.seed = rng if isinstance(rng, int) else None
         self.rng = _cpu_generator(rng)
         self.n_generated = 0
         self.n_kept = 0
@@ -347,6 +348,27 @@ class MaskSynthesizer:
                 f"rejected {rejected_maxes}"
             )
         return SyntheticBatch(*(torch.cat(parts)[:n] for parts in zip(*kept)))
+
+    def batch_at(self, step: int, batch_size: int | None = None) -> SyntheticBatch:
+        """The batch of training step ``step``, from latents seeded by (seed, step): a resumed run sees the same data."""
+        if self.seed is None:
+            raise ValueError("batch_at needs a synthesizer created with an integer seed (rng=<int>)")
+        saved, self.rng = self.rng, torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        try:
+            return self.batch(batch_size)
+        finally:
+            self.rng = saved
+
+    def __call__(self, step: int) -> tuple[Tensor, Tensor]:
+        """(images, masks) of training step ``step``: the batch-source protocol of ``helpers.segmentation``."""
+        images, masks, _ = self.batch_at(step)
+        return images, masks
+
+    def shard(self, shard_index: int, n: int) -> dict[str, np.ndarray]:
+        """``n`` pairs for HDF5 shard ``shard_index`` (uint8 images and masks, float32 z), repeatable per shard."""
+        images, masks, z = self.batch_at(shard_index, n)
+        return {"images": images.add(1).mul(127.5).clamp(0, 255).round().byte().permute(0, 2, 3, 1).cpu().numpy(),
+                "masks": masks.byte().cpu().numpy(), "z": z.float().cpu().numpy()}
 
     def __iter__(self) -> Iterator[SyntheticBatch]:
         """An endless stream of batches of the default size."""

@@ -2,7 +2,7 @@
 
 ``python -m helpers.runner [--smoke]`` executes every ``notebooks/NN_*.ipynb`` in name order. Each
 notebook gets ``OUT_DIR = <results>/<notebook name>`` (its JSON metrics and PNG figures land there),
-``DEVICE`` and, with ``--smoke``, the tiny parameters of ``notebooks/smoke_params.yml``; only the names
+``DEVICE``, ``INTERACTIVE = False`` (widgets are not displayed; their outputs are saved) and, with ``--smoke``, the tiny parameters of ``notebooks/smoke_params.yml``; only the names
 a notebook's ``parameters`` cell declares are passed to it. Executed copies go to
 ``<results>/executed/``, and ``summary.json`` plus ``summary.md`` to ``<results>/``. The first
 failure stops the run and is reported with the notebook, the cell and the error. A notebook whose
@@ -147,7 +147,7 @@ def run_all(
             if not in_reproduction_run(nb):
                 print(f"skipping {nb.name}: not part of the reproduction run (run it with --only {nb.stem})")
         notebooks = [nb for nb in notebooks if in_reproduction_run(nb)]
-    params = {**(smoke_parameters(folder) if smoke else {}), "DEVICE": device}
+    params = {**(smoke_parameters(folder) if smoke else {}), "DEVICE": device, "INTERACTIVE": False}
     runs: list[NotebookRun] = []
     for nb in notebooks:
         print(f"[{len(runs) + 1}/{len(notebooks)}] {nb.name} ...", flush=True)
