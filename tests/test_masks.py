@@ -304,3 +304,20 @@ def test_generator_must_be_in_eval_mode(direction):
     G = load("default-biggan").train()
     with pytest.raises(ValueError, match="eval"):
         synthesize(G, G.sample_z(1), direction)
+
+
+def test_step_batches_repeat_and_feed_the_trainer_protocol(G, direction):
+    synth = MaskSynthesizer(G, direction, batch_size=4, rng=3)
+    first = synth.batch_at(7)
+    synth.batch()  # drawing other batches in between does not change a step's batch
+    again = synth.batch_at(7)
+    assert torch.equal(first.z, again.z) and torch.equal(first.masks, again.masks)
+    assert not torch.equal(synth.batch_at(8).z, first.z)
+    images, masks = synth(7)
+    assert torch.equal(images, first.images) and torch.equal(masks, first.masks)
+    shard = synth.shard(7, 4)
+    assert shard["images"].dtype == np.uint8 and shard["images"].shape == (4, G.resolution, G.resolution, 3)
+    assert np.array_equal(shard["masks"], first.masks.numpy().astype(np.uint8))
+    assert np.array_equal(shard["z"], first.z.numpy())
+    with pytest.raises(ValueError, match="integer seed"):
+        MaskSynthesizer(G, direction, rng=torch.Generator()).batch_at(0)

@@ -116,3 +116,32 @@ def test_embedding_notebook_outputs(smoke_run):
     codes = np.load(out / "procedural_test.npy")
     assert codes.shape == (metrics["n_encoded"], 60) and np.isfinite(codes).all()
     assert (out / "reconstructions.png").stat().st_size > 1000
+
+
+@pytest.mark.notebooks
+def test_direction_finding_notebook_outputs(smoke_run):
+    results, _ = smoke_run
+    out = results / "03_direction_finding"
+    params = smoke_parameters()
+    ranking = json.loads((out / "ranking.json").read_text())
+    assert len(ranking["ranking"]) == params["N_DIRECTIONS"] + params["PCA_COMPONENTS"]
+    assert ranking["chosen"] == ranking["ranking"][0] and ranking["chosen"]["sign"] in (-1.0, 1.0)
+    from helpers.directions import load_direction
+
+    assert load_direction(out / "bg_direction.pth", 60).norm().item() == pytest.approx(1.0, abs=1e-5)
+    assert len(list(out.glob("strip_*.png"))) == params["TOP_K"]
+    for name in ["discovery_losses.png", "direction_scores.png"]:
+        assert (out / name).stat().st_size > 1000, name
+
+
+@pytest.mark.notebooks
+def test_unsupervised_segmentation_notebook_outputs(smoke_run):
+    results, _ = smoke_run
+    out = results / "04_unsupervised_segmentation"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["procedural_test"]) == {"unsupervised (synthetic masks)", "supervised (upper bound)"}
+    for scores in metrics["procedural_test"].values():
+        assert scores["n_images"] == smoke_parameters()["N_TEST"] and 0 <= scores["iou"] <= 1
+    assert 0 < metrics["synthetic_kept_fraction"] <= 1
+    for name in ["synthetic_pairs.png", "scores.png", "test_overlays.png", "losses_unsupervised.png"]:
+        assert (out / name).stat().st_size > 1000, name
