@@ -212,6 +212,16 @@ def synthesize(G: Generator, z: Tensor, direction: Tensor, rules: MaskRules = Ma
     return apply_rules(images, shifted, rules)
 
 
+def prefer_channels_last(G: Generator) -> Generator:
+    """On a CPU, stores G's weights channels-last (in place): its small convolutions then run about 2x faster.
+
+    Outputs change only by float rounding (about 1e-5); on other devices G is returned unchanged.
+    """
+    if G.device.type == "cpu":
+        G.to(memory_format=torch.channels_last)
+    return G
+
+
 def rules_single(image: Tensor, shifted: Tensor, rules: MaskRules = MaskRules()) -> tuple[Tensor, bool, bool]:
     """Reference rules for one sample [1, 3, R, R]: mask (cleaned on the host), area verdict, maxes verdict."""
     mask = raw_masks(image, shifted, rules.rule)[0]
@@ -293,6 +303,7 @@ class MaskSynthesizer:
         rng: int | torch.Generator | None = None,
     ):
         _require_eval(G)
+        prefer_channels_last(G)
         if embeddings is not None and (embeddings.ndim != 2 or embeddings.shape[1] != G.dim_z or len(embeddings) == 0):
             raise ValueError(f"embeddings must have shape [N >= 1, {G.dim_z}], got {list(embeddings.shape)}")
         self.G = G

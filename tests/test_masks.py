@@ -321,3 +321,15 @@ def test_step_batches_repeat_and_feed_the_trainer_protocol(G, direction):
     assert np.array_equal(shard["z"], first.z.numpy())
     with pytest.raises(ValueError, match="integer seed"):
         MaskSynthesizer(G, direction, rng=torch.Generator()).batch_at(0)
+
+
+def test_synthesizer_stores_cpu_weights_channels_last_without_changing_masks(direction):
+    G = load("default-biggan")
+    z = G.sample_z(8, 5)
+    before = synthesize(G, z, direction)
+    MaskSynthesizer(G, direction)
+    conv = next(m for m in G.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    after = synthesize(G, z, direction)
+    assert (after.images - before.images).abs().max() < 1e-4
+    assert (after.masks != before.masks).float().mean() < 1e-3
