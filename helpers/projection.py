@@ -308,8 +308,8 @@ def segmentation_loss(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE
     return F.cross_entropy(logits, labels.long(), ignore_index=ignore_index)
 
 
-def _fingerprint(samples: Sequence[LabelledLatent]) -> str:
-    """sha256 over every sample's inputs and labels, so a resume on different samples is refused."""
+def samples_fingerprint(samples: Sequence[LabelledLatent]) -> str:
+    """sha256 (hex) over every sample's inputs and labels, in order: `fit` refuses to resume on other samples."""
     digest = hashlib.sha256()
     for s in samples:
         digest.update(np.ascontiguousarray(s.z, dtype=np.float32).tobytes())
@@ -384,7 +384,7 @@ def fit(G: Generator, samples: Sequence[LabelledLatent], run_dir: str | os.PathL
         raise ValueError(f"batch_size {config.batch_size} exceeds the epoch size "
                          f"{max(config.min_epoch_size, len(samples))}")
     total = config.epochs * steps_per_epoch
-    fingerprint, losses = _fingerprint(samples), []
+    fingerprint, losses = samples_fingerprint(samples), []
     with torch.random.fork_rng(devices=[]), eval_mode(G):
         torch.manual_seed(config.seed)
         decoder = build_decoder(G, config.num_classes, config.feature_names, config.width, config.dropout).to(G.device)

@@ -145,3 +145,41 @@ def test_unsupervised_segmentation_notebook_outputs(smoke_run):
     assert 0 < metrics["synthetic_kept_fraction"] <= 1
     for name in ["synthetic_pairs.png", "scores.png", "test_overlays.png", "losses_unsupervised.png"]:
         assert (out / name).stat().st_size > 1000, name
+
+
+@pytest.mark.notebooks
+def test_semantic_projection_notebook_outputs(smoke_run):
+    results, _ = smoke_run
+    out = results / "05_semantic_projection"
+    metrics = json.loads((out / "metrics.json").read_text())
+    test = metrics["procedural_test"]
+    assert test["binary"]["n_images"] == smoke_parameters()["N_TEST"] and 0 <= test["binary"]["iou"] <= 1
+    assert set(test["class_iou"]) == {"background", "object", "part"}
+    assert all(0 <= v <= 1 for v in test["class_iou"].values())
+    assert metrics["annotations"]["n"] == 20 and metrics["annotations"]["interactive"] is False
+    assert sum(metrics["annotations"]["label_fractions"].values()) == pytest.approx(1)
+    assert [c["k"] for c in metrics["curve"]] == [1, 2, 5, 10, 20]
+    assert all(0 <= c["binary_iou"] <= 1 and 0 <= c["part_iou"] <= 1 for c in metrics["curve"])
+    assert metrics["simulated_annotator_val"]["binary_iou"] > 0.5
+    for name in ["annotations.png", "decoder_predictions.png", "synthetic_pairs.png", "losses_unet.png",
+                 "test_overlays.png", "iou_vs_annotations.png"]:
+        assert (out / name).stat().st_size > 1000, name
+
+
+@pytest.mark.notebooks
+def test_layermatch_notebook_outputs(smoke_run):
+    results, _ = smoke_run
+    out = results / "06_layermatch"
+    metrics = json.loads((out / "metrics.json").read_text())
+    params = smoke_parameters()
+    ks = [str(k) for k in params["K_VALUES"]]
+    assert metrics["arms"] == ["random", "layermatch", "autoencoder"]  # no synthetic shards in the smoke run
+    for arm in metrics["arms"]:
+        assert list(metrics["iou"][arm]) == ks
+        for cell in metrics["iou"][arm].values():
+            assert cell["n"] == len(params["SEEDS"]) and 0 <= cell["mean"] <= 1 and cell["std"] >= 0
+    assert len(metrics["runs"]) == len(metrics["arms"]) * len(ks) * len(params["SEEDS"])
+    assert all(r["n_images"] == params["EVAL_IMAGES"] for r in metrics["runs"])
+    assert set(metrics["layermatch_minus_random_iou"]) == set(ks) and isinstance(metrics["target_met"], bool)
+    for name in ["iou_vs_k.png", "losses_layermatch.png", "losses_autoencoder.png", "test_overlays.png"]:
+        assert (out / name).stat().st_size > 1000, name

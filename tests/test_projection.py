@@ -18,6 +18,7 @@ from helpers.projection import (
     generator_features,
     predict,
     read_log,
+    samples_fingerprint,
     segmentation_loss,
 )
 from helpers.segmentation.shards import ShardDataset, shard_path
@@ -122,6 +123,15 @@ def test_fit_resumes_exactly_and_refuses_other_samples(tmp_path, stylegan):
     assert after_interrupt.losses == straight.losses[4:]
     with pytest.raises(ValueError, match="other samples or settings"):
         fit(stylegan, samples[:1], tmp_path / "b", config, progress=False)
+
+
+def test_samples_fingerprint_depends_on_inputs_labels_and_order(stylegan):
+    a, b = _samples(stylegan)
+    relabelled = LabelledLatent(a.z, np.where(a.labels == 1, 0, a.labels), a.noise_seed, a.truncation, "other name")
+    renamed = LabelledLatent(a.z, a.labels, a.noise_seed, a.truncation, "other name")
+    fingerprints = {samples_fingerprint(s) for s in ([a, b], [b, a], [relabelled, b], [a])}
+    assert len(fingerprints) == 4 and all(len(f) == 64 for f in fingerprints)
+    assert samples_fingerprint([renamed, b]) == samples_fingerprint([a, b])  # names do not count
 
 
 def test_fit_rejects_unusable_samples(tmp_path, stylegan):
