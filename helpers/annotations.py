@@ -57,7 +57,7 @@ class GeneratorRef:
     """Which generator the latents belong to: a known name or a path, and the file's sha256."""
 
     name: str | None
-    path: str
+    path: str  # the file name for a known name (looked up in the weights folder), else the absolute path
     sha256: str
     class_name: str
     resolution: int
@@ -68,7 +68,7 @@ class GeneratorRef:
         """The reference for a checkpoint and the generator loaded from it."""
         name = str(name_or_path) if str(name_or_path) in KNOWN_FILES else None
         path = resolve_checkpoint(name_or_path)
-        return cls(name, str(path if name else path.resolve()), sha256_file(path), type(model).__name__,
+        return cls(name, path.name if name else str(path.resolve()), sha256_file(path), type(model).__name__,
                    model.resolution, model.dim_z)
 
     def resolved_path(self) -> Path:
@@ -176,7 +176,8 @@ class AnnotationStore:
         if (Path(root) / "store.json").exists():
             store = cls(root)
             if generator is not None and sha256_file(resolve_checkpoint(generator)) != store.generator.sha256:
-                raise AnnotationError(f"{store.index_path} belongs to {store.generator.path}, not {generator}")
+                raise AnnotationError(f"{store.index_path} belongs to {store.generator.name or store.generator.path} "
+                                      f"(sha256 {store.generator.sha256[:12]}…), not {generator}")
             if mode is not None and mode != store.mode:
                 raise AnnotationError(f"{store.index_path} is a {store.mode} store, not {mode}")
             return store

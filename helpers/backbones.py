@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from helpers.gans.base import load_strict
-from helpers.io import atomic_path
+from helpers.io import save_torch
 
 FORMAT = "gan-seg-notebooks/backbone-v1"
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
@@ -134,8 +134,7 @@ def save_backbone(backbone: ResNetBackbone, path: str | os.PathLike, meta: dict[
         "state_dict": {k: v.detach().cpu() for k, v in backbone.state_dict().items()},
         "meta": meta or {},
     }
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    save_torch(obj, path)
     return Path(path)
 
 

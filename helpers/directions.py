@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from helpers.gans.base import Generator
-from helpers.io import atomic_path
+from helpers.io import save_torch
 from helpers.masks import gray, raw_masks
 
 DEFORMATOR_KINDS = ("ortho", "linear", "proj")
@@ -173,8 +173,7 @@ class DirectionDiscovery:
 
     def save_checkpoint(self) -> None:
         """Writes everything needed to resume, atomically."""
-        with atomic_path(self.checkpoint_path) as tmp:
-            torch.save(self._state(), tmp)
+        save_torch(self._state(), self.checkpoint_path)
 
     def _resume(self) -> None:
         state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
@@ -369,8 +368,7 @@ def rank_directions(G: Generator, directions: Tensor, magnitude: float, min_frac
 
 def save_direction(path: str | Path, direction: Tensor) -> Path:
     """Writes a direction in the released ``bg_direction.pth`` format: one plain tensor [1, dim_z]."""
-    with atomic_path(path) as tmp:
-        torch.save(direction.detach().cpu().float().reshape(1, -1), tmp)
+    save_torch(direction.detach().cpu().float().reshape(1, -1), path)
     return Path(path)
 
 

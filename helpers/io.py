@@ -36,6 +36,19 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def save_torch(obj: Any, path: str | os.PathLike) -> Path:
+    """torch.save, atomically and byte-reproducibly: the same object gives the same file (and sha256).
+
+    Saved through a file object, the zip archive's inner folder is always ``archive/`` instead of the
+    random temporary file's name.
+    """
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+    return Path(path)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Writes indented JSON atomically; numpy scalars and paths are converted."""
     return write_text(path, json.dumps(obj, indent=2, default=_to_json) + "\n")

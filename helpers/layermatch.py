@@ -83,7 +83,7 @@ from helpers.gans.base import Generator
 from helpers.gans.biggan import BigGAN
 from helpers.gans.checkpoints import load
 from helpers.gans.stylegan2 import StyleGAN2
-from helpers.io import atomic_path
+from helpers.io import save_torch
 
 DEFAULT_BACKBONE: dict[str, Any] = dict(width=32, depths=[2, 2, 2, 2], stem="small", in_channels=3)
 RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every"}  # may differ when resuming
@@ -322,8 +322,7 @@ class PretrainTrainer:
 
     def save_checkpoint(self) -> None:
         """Writes everything needed to resume, atomically."""
-        with atomic_path(self.checkpoint_path) as tmp:
-            torch.save(self._state(), tmp)
+        save_torch(self._state(), self.checkpoint_path)
 
     def _resume(self) -> None:
         state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)

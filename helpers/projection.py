@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from helpers.gans.base import Generator, load_strict
-from helpers.io import atomic_path
+from helpers.io import atomic_path, save_torch
 from helpers.segmentation.shards import write_shards
 
 IGNORE_INDEX = -1  # label of unannotated pixels in training targets (the reference's value)
@@ -204,8 +204,7 @@ def save_decoder(decoder: SemanticDecoder, path: str | os.PathLike, meta: dict[s
     """Writes the decoder (config + state dict + meta) atomically."""
     obj = {"format": DECODER_FORMAT, "config": decoder.config, "meta": meta or {},
            "state_dict": {k: v.detach().cpu() for k, v in decoder.state_dict().items()}}
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    save_torch(obj, path)
     return Path(path)
 
 
@@ -406,8 +405,7 @@ def fit(G: Generator, samples: Sequence[LabelledLatent], run_dir: str | os.PathL
             state = {"format": FIT_FORMAT, "config": asdict(config), "fingerprint": fingerprint, "step": step,
                      "total_steps": total, "decoder": decoder.state_dict(), "optimizer": optimizer.state_dict(),
                      "torch_rng": rng_state}
-            with atomic_path(checkpoint_path) as tmp:
-                torch.save(state, tmp)
+            save_torch(state, checkpoint_path)
 
         run_dir.mkdir(parents=True, exist_ok=True)
         end = total if stop_after is None else min(total, stop_after)

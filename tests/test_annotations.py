@@ -116,10 +116,11 @@ def test_clear_errors_name_the_file(store, tmp_path):
 
 def test_generator_reference_is_checked(store, tmp_path, stylegan):
     assert store.load_generator().resolution == 64
+    assert store.generator.path == "default_stylegan2.pt"  # a known name keeps no machine-specific path
     copy = tmp_path / "g.pt"
     copy.write_bytes(store.generator.resolved_path().read_bytes())
     ref = GeneratorRef.from_model(copy, stylegan)
-    assert ref.name is None and ref.sha256 == store.generator.sha256
+    assert ref.name is None and ref.sha256 == store.generator.sha256 and ref.path == str(copy.resolve())
     copy.write_bytes(copy.read_bytes() + b"\0")
     with pytest.raises(AnnotationError, match=f"{copy} is not the generator"):
         ref.load()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.io import atomic_path, write_json
+from helpers.io import atomic_path, save_torch, write_json
 from helpers.paths import resolve
 from helpers.runtime import pick_device, seed_everything, start_notebook
 
@@ -25,6 +25,14 @@ def test_atomic_path_replaces_on_success(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_text("new")
     assert target.read_text() == "new" and len(list(target.parent.iterdir())) == 1
+
+
+def test_save_torch_is_byte_reproducible(tmp_path):
+    obj = {"w": torch.arange(6.0).reshape(2, 3), "meta": {"steps": 3}}
+    a, b = save_torch(obj, tmp_path / "a.pt"), save_torch(obj, tmp_path / "sub" / "b.pt")
+    assert a.read_bytes() == b.read_bytes()  # same sha256 whatever the (temporary) file name
+    assert torch.equal(torch.load(b, weights_only=True)["w"], obj["w"])
+    assert not list(tmp_path.glob(".*.part"))
 
 
 def test_write_json_converts_numpy(tmp_path):

@@ -56,7 +56,7 @@ from torch import Tensor
 from helpers.gans.base import format_listing, load_strict
 from helpers.gans.biggan import ARCH, BOTTOM_WIDTH, BigGAN
 from helpers.gans.checkpoints import infer_biggan_config
-from helpers.io import atomic_path, write_json
+from helpers.io import save_torch, write_json
 from helpers.manifest import sha256_file
 
 BIGBIGAN_GENERATOR_PREFIX = "GenEncWrapper/Generator/"
@@ -305,8 +305,7 @@ def convert(handle_or_dir: str | os.PathLike, out_path: str | os.PathLike, *, us
     config = infer_biggan_config(state)
     model = load_strict(BigGAN(**config), state, f"conversion of {handle_or_dir}")
     out_path = Path(out_path)
-    with atomic_path(out_path) as tmp, open(tmp, "wb") as f:  # a file object: the archive's inner name is fixed
-        torch.save(model.state_dict(), f)
+    save_torch(model.state_dict(), out_path)
     write_json(out_path.with_name(out_path.name + ".json"), {
         "source": os.fspath(handle_or_dir), "use_ema": use_ema, "config": config,
         "tensorflow": tf.__version__, "tensorflow_hub": hub.__version__, "torch": torch.__version__,

@@ -22,7 +22,7 @@ from helpers.gans.base import load_strict
 from helpers.gans.biggan import ARCH, BOTTOM_WIDTH, BigGAN
 from helpers.gans.encoder import LatentEncoder
 from helpers.gans.stylegan2 import StyleGAN2
-from helpers.io import atomic_path
+from helpers.io import save_torch
 from helpers.paths import weights_dir
 
 FORMAT = "gan-seg-notebooks/generator-v1"
@@ -55,8 +55,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, meta: dict[str, Any] |
         "buffers": buffers,
         "meta": meta or {},
     }
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    save_torch(obj, path)
     return Path(path)
 
 

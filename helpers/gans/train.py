@@ -29,7 +29,7 @@ from helpers.data.splits import ProceduralSplits, load_split
 from helpers.gans.base import Generator
 from helpers.gans.biggan import BigGAN, recompute_bn_stats
 from helpers.gans.checkpoints import CLASSES, save_model
-from helpers.io import atomic_path, save_figure
+from helpers.io import save_figure, save_torch
 from helpers.plots import image_grid
 
 # The shipped defaults: small configurations of the same classes as the released generators.
@@ -148,8 +148,7 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """Writes everything needed to resume, atomically."""
-        with atomic_path(self.checkpoint_path) as tmp:
-            torch.save(self._state(), tmp)
+        save_torch(self._state(), self.checkpoint_path)
 
     def _resume(self) -> None:
         state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from helpers.io import atomic_path
+from helpers.io import save_torch
 from helpers.segmentation.sources import Batch, BatchSource, batch_function
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -129,8 +129,7 @@ class SegmentationTrainer:
 
     def save_checkpoint(self) -> Path:
         """Writes everything needed to resume, atomically; returns the path."""
-        with atomic_path(self.checkpoint_path) as tmp:
-            torch.save(self._state(), tmp)
+        save_torch(self._state(), self.checkpoint_path)
         return self.checkpoint_path
 
     def _resume(self) -> None:
@@ -232,6 +231,5 @@ class SegmentationTrainer:
     def export(self, path: str | Path) -> Path:
         """Writes the model's state dict (CPU tensors) atomically, like the reference ``segmentation.pth``."""
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        save_torch(state, path)
         return Path(path)
