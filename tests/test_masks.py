@@ -249,8 +249,12 @@ def test_batched_generator_agrees_with_per_image_path(G, direction):
 
 
 def test_synthesizer_refills_until_the_batch_is_full(G, direction):
+    """The area threshold is set between the foreground fractions of the first draw, so a refill must happen."""
+    first = MaskSynthesizer(G, direction, batch_size=6, rng=9).sample_z(6)
+    fractions = synthesize(G, first, direction, MaskRules(rule="mean_thr", max_fraction=1.0)).masks.float().mean((1, 2))
+    threshold = fractions.sort().values[3].item()  # at most 3 of the first 6 are strictly below it
     rowwise = RowwiseG(G)
-    synth = MaskSynthesizer(rowwise, direction, rule="mean_thr", batch_size=6, rng=9)
+    synth = MaskSynthesizer(rowwise, direction, rule="mean_thr", max_fraction=threshold, batch_size=6, rng=9)
     batch = synth.batch()
     R = G.resolution
     assert batch.images.shape == (6, 3, R, R) and batch.masks.shape == (6, R, R)
