@@ -51,7 +51,9 @@ differ only in their objective.
 
 A run lives in one folder: ``checkpoint.pt`` (written atomically every ``checkpoint_every`` steps and when
 training stops), ``log.jsonl`` (``step``, ``loss`` and each term, plotted by ``helpers.plots.loss_curves``)
-and ``backbone.pt`` (helpers.backbones format, written when training stops). Calling ``train`` again resumes.
+and ``backbone.pt`` (helpers.backbones format, written when training stops). Calling ``train`` again resumes;
+a run folder made with another configuration, or from another file under the same generator name (its
+sha256 is in the checkpoint), is refused rather than continued.
 
 Segmentation (``SegmentationModel``): backbone + ``UNetDecoder``: from the deepest stage up, upsample to the
 next shallower stage's size, concatenate it, one 3x3 conv-BN-ReLU with that stage's width; a 1x1 conv to the
@@ -81,9 +83,10 @@ from tqdm.auto import tqdm
 from helpers.backbones import STAGES, ResNetBackbone, load_backbone, read_backbone, save_backbone
 from helpers.gans.base import Generator
 from helpers.gans.biggan import BigGAN
-from helpers.gans.checkpoints import load
+from helpers.gans.checkpoints import load, resolve_checkpoint
 from helpers.gans.stylegan2 import StyleGAN2
 from helpers.io import save_torch
+from helpers.manifest import sha256_file
 
 DEFAULT_BACKBONE: dict[str, Any] = dict(width=32, depths=[2, 2, 2, 2], stem="small", in_channels=3)
 RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every"}  # may differ when resuming
@@ -249,6 +252,7 @@ class PretrainTrainer:
     def __init__(self, run_dir: str | os.PathLike, config: PretrainConfig, device: torch.device | str = "cpu"):
         self.run_dir, self.config, self.device = Path(run_dir), config, torch.device(device)
         self.G = load(config.generator, self.device).eval().requires_grad_(False)
+        self.generator_sha256 = sha256_file(resolve_checkpoint(config.generator))
         generator_kwargs(self.G, 1, 0, config.truncation)  # fails early for an unsupported generator
         self.image_size = config.input_size or self.G.resolution
         torch.manual_seed(config.seed)
@@ -312,6 +316,7 @@ class PretrainTrainer:
         return {
             "method": self.method,
             "config": asdict(self.config),
+            "generator_sha256": self.generator_sha256,
             "step": self.step,
             "net": self.net.state_dict(),
             "opt": self.opt.state_dict(),
@@ -332,6 +337,11 @@ class PretrainTrainer:
             raise ValueError(
                 f"{self.checkpoint_path} was written by another run ({state.get('method')}); use a new run folder "
                 f"or the same configuration.\n  checkpoint: {state['config']}\n  requested:  {asdict(self.config)}"
+            )
+        if state.get("generator_sha256", self.generator_sha256) != self.generator_sha256:
+            raise ValueError(
+                f"{self.checkpoint_path} was pre-trained from another {self.config.generator} file (sha256 "
+                f"{state['generator_sha256'][:12]}…, now {self.generator_sha256[:12]}…); use a new run folder"
             )
         self.net.load_state_dict(state["net"])
         self.opt.load_state_dict(state["opt"])

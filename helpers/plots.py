@@ -79,5 +79,10 @@ def metric_vs_k(summary: dict[str, dict[str, dict[str, float]]], ylabel: str = "
     ax.set_xticks(all_k, [str(k) for k in all_k])
     ax.minorticks_off()
     ax.set(xlabel="labelled images k", ylabel=ylabel, title=title)
-    ax.legend(frameon=False)
+    if len(summary) > 4:  # many arms: the legend goes beside the axes instead of over the points
+        fig.set_size_inches(8.5, 3.5)
+        ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1))
+        fig.tight_layout()
+    else:
+        ax.legend(frameon=False)
     return fig

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from helpers.backbones import ResNetBackbone, read_backbone
 from helpers.gans.biggan import BigGAN
-from helpers.gans.checkpoints import load
+from helpers.gans.checkpoints import load, save_model
 from helpers.gans.stylegan2 import StyleGAN2
 from helpers.layermatch import (
     NORM_SEED_OFFSET,
@@ -212,6 +212,20 @@ def test_resume_continues_from_the_checkpoint_step(tmp_path):
         LayerMatchTrainer(tmp_path / "split", _config(LayerMatchConfig, "default-biggan", rec_weight=2.0))
     with pytest.raises(ValueError, match="another run"):
         AutoencoderTrainer(tmp_path / "split", _config(AutoencoderConfig, "default-biggan", checkpoint_every=2))
+
+
+def test_resume_refuses_a_changed_generator_file(tmp_path):
+    """Same configuration, other weights in the generator file: the old run must not be silently continued."""
+    path = tmp_path / "generator.pt"
+    save_model(_random_stylegan2(), path)
+    config = _config(LayerMatchConfig, str(path))
+    LayerMatchTrainer(tmp_path / "run", config).train(steps=1, progress=False)
+    assert LayerMatchTrainer(tmp_path / "run", config).step == 1  # same file: resumes
+    replacement = _random_stylegan2()
+    replacement.latent_avg.add_(1.0)
+    save_model(replacement, path)
+    with pytest.raises(ValueError, match="another .*generator.pt file"):
+        LayerMatchTrainer(tmp_path / "run", config)
 
 
 def test_autoencoder_pretraining_reduces_its_loss_on_the_same_images(tmp_path):

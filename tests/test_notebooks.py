@@ -173,7 +173,7 @@ def test_layermatch_notebook_outputs(smoke_run):
     metrics = json.loads((out / "metrics.json").read_text())
     params = smoke_parameters()
     ks = [str(k) for k in params["K_VALUES"]]
-    assert metrics["arms"] == ["random", "layermatch", "autoencoder"]  # no synthetic shards in the smoke run
+    assert metrics["arms"] == ["random", "layermatch", "autoencoder", "layermatch + synthetic"]  # notebook 05's shards
     for arm in metrics["arms"]:
         assert list(metrics["iou"][arm]) == ks
         for cell in metrics["iou"][arm].values():
