@@ -96,7 +96,7 @@ def main() -> None:
         seconds, kept = time_path(lambda z: fn(model, z, h, rules), latents, args.device)
         speeds[path] = report(path, n, seconds, kept)
     with torch.no_grad():
-        pairs = [G(torch.cat([z, z + args.r * h.to(z).view(1, -1)])).chunk(2) for z in latents]
+        pairs = [G.pair(z, args.r * h.to(z).view(1, -1)) for z in latents]
     for path, fn in (("rules only, batched", apply_rules), ("rules only, per-image", apply_rules_per_image)):
         seconds, kept = time_path(lambda pair: fn(*pair, rules), pairs, args.device)
         speeds[path] = report(path, n, seconds, kept)

@@ -193,8 +193,8 @@ class DirectionDiscovery:
         k, eps = sample_shifts(B, self.K, cfg.shift_scale, cfg.min_shift, self.rng)
         k, eps = k.to(self.device), eps.to(self.device)
         shift = self.deformator(F.one_hot(k, self.K).float() * eps[:, None])
-        images = self.G(torch.cat([z, z + shift]))
-        logits, eps_hat = self.reconstructor(images[:B], images[B:])
+        image, shifted = self.G.pair(z, shift)
+        logits, eps_hat = self.reconstructor(image, shifted)
         ce, l1 = F.cross_entropy(logits, k), (eps_hat - eps).abs().mean()
         loss = cfg.label_weight * ce + cfg.shift_weight * l1
         self.opt_a.zero_grad(set_to_none=True)
@@ -287,8 +287,10 @@ def _pixels(images: Tensor) -> Tensor:
 
 @torch.no_grad()
 def _pairs(G: Generator, z: Tensor, shifts: Tensor, batch_size: int = 64) -> tuple[Tensor, Tensor]:
-    base = torch.cat([G(z[i : i + batch_size]) for i in range(0, len(z), batch_size)])
-    shifted = torch.stack([torch.cat([G(z[i : i + batch_size] + s) for i in range(0, len(z), batch_size)]) for s in shifts])
+    """G(z) and G(z + s) for every shift s, latent i always with noise seed i."""
+    chunks = [(z[i : i + batch_size], list(range(i, min(i + batch_size, len(z))))) for i in range(0, len(z), batch_size)]
+    base = torch.cat([G.render(zc, seeds) for zc, seeds in chunks])
+    shifted = torch.stack([torch.cat([G.render(zc + s, seeds) for zc, seeds in chunks]) for s in shifts])
     return base, shifted  # [N, 3, H, W], [D, N, 3, H, W]
 
 
@@ -400,8 +402,9 @@ def shift_strips(G: Generator, direction: Tensor, magnitudes: list[float], n_row
     G = G.eval()
     z = G.sample_z(n_rows, seed)
     h = direction.reshape(1, -1).to(z.device)
-    columns = [G(z + r * h) for r in magnitudes]
-    mask = raw_masks(G(z), G(z + mask_magnitude * h), "lighting").float().mul(2).sub(1)
+    seeds = list(range(seed, seed + n_rows))  # one noise seed per row, shared by the row's images
+    columns = [G.render(z + r * h, seeds) for r in magnitudes]
+    mask = raw_masks(G.render(z, seeds), G.render(z + mask_magnitude * h, seeds), "lighting").float().mul(2).sub(1)
     columns.append(mask[:, None].expand(-1, 3, -1, -1))
     images = torch.stack(columns, 1).flatten(0, 1)
     return images.add(1).mul(127.5).clamp(0, 255).round().byte().permute(0, 2, 3, 1).cpu()

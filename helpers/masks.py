@@ -19,7 +19,7 @@ the reference mask generator of "Big GANs Are Watching You" (spec §5 and §10, 
   neighbour (the end bins have one neighbour). Ties count, so a run of empty bins is a plateau of
   maxima: an image that leaves part of [-1, 1] empty usually passes.
 
-`synthesize` applies the rules to a whole batch: one generator forward on ``cat([z, z + r h])``,
+`synthesize` applies the rules to a whole batch: one generator forward on ``cat([z, z + r h])`` (``G.pair``),
 every rule on the generator's device, and one host round trip for the connected components (all
 masks labelled in a single call). `synthesize_per_image` is the literal per-sample procedure, kept as
 the correctness and speed baseline (`apply_rules_per_image` is its rules part). `MaskSynthesizer`
@@ -208,7 +208,7 @@ def synthesize(G: Generator, z: Tensor, direction: Tensor, rules: MaskRules = Ma
     _require_eval(G)
     z = z.to(G.device)
     shift = rules.r * as_direction(direction, G.dim_z).to(z)
-    images, shifted = G(torch.cat([z, z + shift])).chunk(2)
+    images, shifted = G.pair(z, shift)
     return apply_rules(images, shifted, rules)
 
 
@@ -252,7 +252,7 @@ def synthesize_per_image(
 ) -> SynthesisResult:
     """The literal reference procedure, one sample at a time; kept as a correctness and speed baseline.
 
-    Per sample: ``G(z_i)`` and ``G.shifted(z_i, r h)`` as two forwards, then `rules_single`: the mask,
+    Per sample: ``G(z_i)`` and ``G(z_i + r h)`` as two forwards (same noise seed), then `rules_single`: the mask,
     the cleaning of that single mask on the host with scipy, the area fraction and a ``torch.histc`` of
     the shifted image.
     """
@@ -260,8 +260,9 @@ def synthesize_per_image(
     z = z.to(G.device)
     shift = rules.r * as_direction(direction, G.dim_z).to(z)
     images, verdicts = [], []
-    for z_i in z.split(1):
-        image, shifted = G(z_i), G.shifted(z_i, shift)
+    seeds = torch.randint(2**31, (len(z),)).tolist()
+    for z_i, seed in zip(z.split(1), seeds):
+        image, shifted = G.render(z_i, [seed]), G.render(z_i + shift, [seed])
         images.append(image)
         verdicts.append(rules_single(image, shifted, rules))
     return _stack_results(images, verdicts)

@@ -15,9 +15,12 @@ from helpers.directions import (
     rank_directions,
     sample_shifts,
     save_direction,
+    shift_strips,
+    two_map_scores,
 )
 from helpers.gans.base import Generator
 from helpers.gans.biggan import BigGAN
+from helpers.gans.stylegan2 import StyleGAN2
 from helpers.widgets.explorer import DirectionExplorer
 
 
@@ -162,3 +165,20 @@ def test_explorer_updates_tiles_in_place():
     assert explorer.render()["mask"].sum() == (255 * (1 - G.disc)).sum().item()
     with pytest.raises(KeyError, match="unknown direction"):
         explorer.set(direction="nope")
+
+
+def test_scores_and_strips_of_a_noisy_generator_see_the_shift_alone():
+    """With StyleGAN2's per-pixel noise, G(z) and G(z + h) must be drawn with the same noise."""
+    torch.manual_seed(0)
+    G = StyleGAN2(32, dim_z=16, n_mlp=2, fmap_base=64, fmap_max=16)
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith("scale_factors"):
+                p.fill_(0.5)
+    G.estimate_latent_avg(64)
+    G.eval()
+    scores = two_map_scores(G, torch.zeros(2, G.dim_z), n_latents=8, train_steps=2, test_batches=1)
+    assert (scores["change"] < 1e-4).all()
+    strips = shift_strips(G, torch.zeros(G.dim_z), [-1.0, 0.0, 1.0], n_rows=2)
+    rows = strips.view(2, 4, *strips.shape[1:])
+    assert torch.equal(rows[:, 0], rows[:, 2]) and (rows[:, 3] > 0).float().mean() < 0.01

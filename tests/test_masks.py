@@ -9,6 +9,7 @@ import torch
 
 from helpers.gans import load
 from helpers.gans.base import Generator
+from helpers.gans.stylegan2 import StyleGAN2
 from helpers.masks import (
     MaskRules,
     MaskSynthesizer,
@@ -337,3 +338,20 @@ def test_synthesizer_stores_cpu_weights_channels_last_without_changing_masks(dir
     after = synthesize(G, z, direction)
     assert (after.images - before.images).abs().max() < 1e-4
     assert (after.masks != before.masks).float().mean() < 1e-3
+
+
+def test_masks_of_a_noisy_generator_come_from_the_shift_alone():
+    """StyleGAN2 draws per-pixel noise: both images of a pair must get the same noise, or a zero shift
+    would already mark every pixel that the noise happened to brighten."""
+    torch.manual_seed(0)
+    G = StyleGAN2(32, dim_z=16, n_mlp=2, fmap_base=64, fmap_max=16)
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith("scale_factors"):
+                p.fill_(0.5)
+    G.estimate_latent_avg(64)
+    G.eval()
+    z = G.sample_z(4, seed=0)
+    zero = torch.zeros(G.dim_z)
+    for fn in (synthesize, synthesize_per_image):
+        assert fn(G, z, zero, MaskRules(r=5.0)).masks.float().mean() < 0.01  # unshared noise marks about half

@@ -227,6 +227,19 @@ def test_noise_seeds():
         model(z, noise_seed=[1, 2])
 
 
+def test_pairs_share_noise_so_a_zero_shift_changes_nothing():
+    model = _small()
+    z = model.sample_z(3, seed=0)
+    image, shifted = model.pair(z, torch.zeros(1, model.dim_z))
+    assert (image - shifted).abs().max() < 1e-5  # float rounding only; unshared noise moves pixels by ~0.5
+    assert (image[0] - image[1]).abs().max() > 1e-3  # and different samples still differ
+    image, shifted = model.pair(z, 0.5 * torch.randn(1, model.dim_z))
+    assert (image - shifted).abs().max() > 1e-3
+    seeds = [4, 5, 6]
+    assert torch.equal(model.render(z, seeds), model(z, noise_seed=seeds))
+    assert torch.equal(model.render(z[1:], seeds[1:]), model.render(z, seeds)[1:])
+
+
 def test_upfirdn2d_is_a_true_convolution_and_keeps_dc():
     kernel = torch.arange(16.0).reshape(4, 4)
     delta = torch.ones(1, 1, 1, 1)

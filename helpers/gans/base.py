@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -73,3 +73,13 @@ class Generator(nn.Module):
     def shifted(self, z: Tensor, shift: Tensor) -> Tensor:
         """G(z + shift): the shift is applied in the raw latent space before any split."""
         return self(z + shift)
+
+    def render(self, z: Tensor, noise_seeds: Sequence[int]) -> Tensor:
+        """G(z) with sample i's per-pixel noise drawn from ``noise_seeds[i]``, so that two calls with the same
+        seeds differ only through z. Generators without noise (BigGAN) ignore the seeds."""
+        return self(z)
+
+    def pair(self, z: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
+        """G(z) and G(z + shift) from one batched forward, each sample with the same noise in both halves,
+        so that the difference between them is the effect of the shift alone."""
+        return self(torch.cat([z, z + shift])).chunk(2)

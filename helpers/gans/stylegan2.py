@@ -307,6 +307,15 @@ class StyleGAN2(Generator):
         """Image [B, 3, R, R] (no tanh; clamped to [-1, 1] in eval mode); noise from noise_seed or given."""
         return self.synthesis(self.styles(z, truncation), self._noise(z, noise_seed, noise))
 
+    def render(self, z: Tensor, noise_seeds: Sequence[int]) -> Tensor:
+        """G(z) with sample i's noise maps drawn from ``noise_seeds[i]``."""
+        return self(z, noise_seed=list(noise_seeds))
+
+    def pair(self, z: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
+        """G(z) and G(z + shift) in one forward, with one random set of noise maps per sample used by both."""
+        noise = [torch.cat([n, n]) for n in self.make_noise(z.shape[0])]
+        return self(torch.cat([z, z + shift]), noise=noise).chunk(2)
+
     def features(self, z: Tensor, noise_seed: NoiseSeed = None, truncation: float | None = None,
                  noise: Sequence[Tensor] | None = None) -> "OrderedDict[str, Tensor]":
         """Block outputs res4 … resR (after the block's second activation), then "image"."""
