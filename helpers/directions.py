@@ -368,6 +368,42 @@ def rank_directions(G: Generator, directions: Tensor, magnitude: float, min_frac
     return sorted(rows, key=lambda r: (not r["plausible"], r["relative"]))
 
 
+def fit_direction(G: Generator, z: Tensor, masks: Tensor, magnitude: float, steps: int = 300, batch_size: int = 32,
+                  lr: float = 0.05, sharpness: float = 20.0, seed: int = 0, progress: bool = True) -> Tensor:
+    """A unit direction fitted *with labels*: object pixels of ``masks`` [N, H, W] should get lighter in
+    G(z + r h) and the rest darker (the LIGHTING rule), scored by the balanced soft fraction of pixels that do.
+
+    Not part of the unsupervised method: it measures how good a single latent direction can be on a given
+    generator, i.e. an upper bound for discovery plus ranking.
+    """
+    G = G.eval().requires_grad_(False)
+    gen = torch.Generator().manual_seed(seed)
+    h = torch.randn(G.dim_z, generator=gen).to(G.device).requires_grad_(True)
+    opt = torch.optim.Adam([h], lr=lr)
+    for _ in tqdm(range(steps), desc="fitting a direction to labels", disable=not progress):
+        idx = torch.randint(len(z), (batch_size,), generator=gen)
+        target = masks[idx].to(G.device).float()
+        image, shifted = G.pair(z[idx].to(G.device), magnitude * F.normalize(h, dim=0))
+        lighter = torch.sigmoid(sharpness * (gray(shifted) - gray(image).detach()))
+        on_object = (lighter * target).sum((1, 2)) / target.sum((1, 2)).clamp_min(1)
+        on_rest = ((1 - lighter) * (1 - target)).sum((1, 2)) / (1 - target).sum((1, 2)).clamp_min(1)
+        loss = -(on_object + on_rest).mean() / 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return F.normalize(h.detach(), dim=0)
+
+
+def choose(ranking: list[dict[str, Any]], name: str = "") -> dict[str, Any]:
+    """The ranking's first row, or the row of candidate ``name`` (a researcher's pick after the strips)."""
+    if not name:
+        return ranking[0]
+    for row in ranking:
+        if row["name"] == name:
+            return row
+    raise KeyError(f"no candidate {name!r}; candidates: {', '.join(r['name'] for r in ranking)}")
+
+
 def save_direction(path: str | Path, direction: Tensor) -> Path:
     """Writes a direction in the released ``bg_direction.pth`` format: one plain tensor [1, dim_z]."""
     save_torch(direction.detach().cpu().float().reshape(1, -1), path)

@@ -8,8 +8,10 @@ from torch import nn
 
 from helpers.directions import (
     Deformator,
+    choose,
     DirectionDiscovery,
     DiscoveryConfig,
+    fit_direction,
     load_direction,
     pca_directions,
     rank_directions,
@@ -182,3 +184,20 @@ def test_scores_and_strips_of_a_noisy_generator_see_the_shift_alone():
     strips = shift_strips(G, torch.zeros(G.dim_z), [-1.0, 0.0, 1.0], n_rows=2)
     rows = strips.view(2, 4, *strips.shape[1:])
     assert torch.equal(rows[:, 0], rows[:, 2]) and (rows[:, 3] > 0).float().mean() < 0.01
+
+
+def test_fitting_a_direction_to_object_masks_finds_the_lighting_axis():
+    G = ToyGenerator()
+    z = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    masks = G.disc.bool().expand(64, -1, -1)
+    h = fit_direction(G, z, masks, magnitude=4.0, steps=150, batch_size=16, progress=False)
+    assert torch.isclose(h.norm(), torch.tensor(1.0))
+    assert h[0] > 0.9  # z0 lightens the disc and darkens the background; z1 only adds stripes
+
+
+def test_choose_takes_the_top_row_or_a_named_candidate():
+    ranking = [{"name": "discovered 3"}, {"name": "pca 0"}]
+    assert choose(ranking)["name"] == "discovered 3"
+    assert choose(ranking, "pca 0")["name"] == "pca 0"
+    with pytest.raises(KeyError, match="no candidate 'pca 9'; candidates: discovered 3, pca 0"):
+        choose(ranking, "pca 9")
