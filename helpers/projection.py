@@ -19,6 +19,11 @@ Defaults, chosen to reproduce the reference where it is defined:
   (default betas, no weight decay, no schedule), batch 1, 24 epochs of ``max(5, N)`` samples
   (fewer than 5 samples are drawn at random with replacement), no augmentation.
 
+Beyond the reference: ``class_weight_power = p > 0`` weights the cross-entropy of class c by
+(f_c)^-p, f_c being its share of the labelled pixels of the training samples (normalised so background-like
+majority classes get about 1). With few annotations, mostly background, plain cross-entropy (p = 0, the
+reference) can end with a decoder that predicts background everywhere; p = 0.5 avoids that.
+
 Training samples are stored as generator inputs (z, noise seed, truncation): their features are
 recomputed with the frozen generator at every step (nothing cached, as the reference re-reads its
 feature files every step). Unlike the reference, which never calls ``eval()`` and so keeps dropout on
@@ -284,6 +289,7 @@ class FitConfig:
     lr: float = 1e-3
     seed: int = 0
     checkpoint_every: int = 50
+    class_weight_power: float = 0.0  # 0: plain cross-entropy (reference); p > 0: class c weighted by f_c ** -p
 
 
 @dataclass
@@ -302,9 +308,26 @@ class FitResult:
         return self.step >= self.total_steps
 
 
-def segmentation_loss(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
-    """Mean cross-entropy over labelled pixels; pixels equal to ignore_index contribute nothing."""
-    return F.cross_entropy(logits, labels.long(), ignore_index=ignore_index)
+def segmentation_loss(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX,
+                      class_weights: Tensor | None = None) -> Tensor:
+    """(Weighted) mean cross-entropy over labelled pixels; pixels equal to ignore_index contribute nothing."""
+    return F.cross_entropy(logits, labels.long(), weight=class_weights, ignore_index=ignore_index)
+
+
+def class_weights(samples: Sequence[LabelledLatent], num_classes: int, power: float) -> Tensor | None:
+    """Per-class loss weights f_c ** -power from the labelled-pixel shares f_c (largest class: weight 1);
+    None for power 0. A class with no labelled pixel gets the weight of the rarest present class."""
+    if power == 0:
+        return None
+    counts = np.zeros(num_classes)
+    for s in samples:
+        labels = np.asarray(s.labels)
+        counts += np.bincount(labels[labels != IGNORE_INDEX].ravel(), minlength=num_classes)[:num_classes]
+    present = counts > 0
+    weights = np.ones(num_classes)
+    weights[present] = (counts[present] / counts.max()) ** -power
+    weights[~present] = weights[present].max()
+    return torch.tensor(weights, dtype=torch.float32)
 
 
 def samples_fingerprint(samples: Sequence[LabelledLatent]) -> str:
@@ -384,6 +407,7 @@ def fit(G: Generator, samples: Sequence[LabelledLatent], run_dir: str | os.PathL
                          f"{max(config.min_epoch_size, len(samples))}")
     total = config.epochs * steps_per_epoch
     fingerprint, losses = samples_fingerprint(samples), []
+    weights = class_weights(samples, config.num_classes, config.class_weight_power)
     with torch.random.fork_rng(devices=[]), eval_mode(G):
         torch.manual_seed(config.seed)
         decoder = build_decoder(G, config.num_classes, config.feature_names, config.width, config.dropout).to(G.device)
@@ -419,7 +443,7 @@ def fit(G: Generator, samples: Sequence[LabelledLatent], run_dir: str | os.PathL
                     batch = [samples[i] for i in order[position * config.batch_size:(position + 1) * config.batch_size]]
                     features, labels = _batch(G, batch)
                     logits = decoder(features)
-                    loss = segmentation_loss(logits, labels)
+                    loss = segmentation_loss(logits, labels, class_weights=None if weights is None else weights.to(G.device))
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()

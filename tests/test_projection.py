@@ -9,6 +9,7 @@ from helpers.projection import (
     IGNORE_INDEX,
     FitConfig,
     LabelledLatent,
+    class_weights,
     SemanticDecoder,
     accepts,
     build_decoder,
@@ -170,3 +171,29 @@ def test_generate_dataset_shards_and_resume(tmp_path, name):
     assert manifest["attrs"]["generator"] == type(G).__name__
     with pytest.raises(ValueError, match="different dataset"):
         generate_dataset(G, decoder, folder, n_total=5, shard_size=2, seed=1, progress=False)
+
+
+def test_class_weights_follow_labelled_pixel_shares():
+    labels = np.full((8, 8), IGNORE_INDEX, np.int64)
+    labels[:4], labels[4, :4] = 0, 1  # 32 background, 4 object, no part, 28 ignored
+    samples = [LabelledLatent(np.zeros(4, np.float32), labels, None, None, "s")]
+    assert class_weights(samples, 3, 0.0) is None  # the reference: plain cross-entropy
+    weights = class_weights(samples, 3, 0.5)
+    torch.testing.assert_close(weights, torch.tensor([1.0, 8 ** 0.5, 8 ** 0.5]))
+    logits, target = torch.randn(1, 3, 8, 8), torch.from_numpy(labels)[None]
+    only_object = torch.where(target == 1, target, torch.full_like(target, IGNORE_INDEX))
+    weighted, plain = segmentation_loss(logits, target, class_weights=weights), segmentation_loss(logits, target)
+    assert not torch.isclose(weighted, plain)
+    torch.testing.assert_close(segmentation_loss(logits, only_object, class_weights=weights),
+                               segmentation_loss(logits, only_object))  # weights cancel within one class
+
+
+def test_class_weighted_fit_is_its_own_configuration(tmp_path, stylegan):
+    samples = _samples(stylegan)
+    for s in samples:
+        s.labels[:, 30:40] = 0  # 34 background columns, 24 object columns: unequal shares
+    plain = fit(stylegan, samples, tmp_path / "plain", FitConfig(**SMALL), progress=False)
+    weighted = fit(stylegan, samples, tmp_path / "weighted", FitConfig(**SMALL, class_weight_power=1.0), progress=False)
+    assert plain.losses[0] != weighted.losses[0]
+    with pytest.raises(ValueError, match="other samples or settings"):
+        fit(stylegan, samples, tmp_path / "plain", FitConfig(**SMALL, class_weight_power=1.0), progress=False)
