@@ -16,11 +16,13 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from helpers.data.splits import ProceduralSplits, load_split
 from helpers.directions import fit_direction, save_direction
 from helpers.gans import load
+from helpers.gans.base import Generator
 from helpers.io import write_json
 from helpers.masks import MaskSynthesizer
 from helpers.projection import to_uint8
@@ -28,7 +30,8 @@ from helpers.segmentation import SegmentationSettings, SegmentationTrainer, UNet
 from helpers.simulated_annotator import class_probabilities, train_labeller
 
 
-def unsupervised_quality(G, direction: torch.Tensor, run_dir: Path, magnitude: float, steps: int, test) -> dict:
+def unsupervised_quality(G: Generator, direction: torch.Tensor, run_dir: Path, magnitude: float, steps: int,
+                         test: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
     """Notebook 04's U-Net trained on the synthetic masks of ``direction``; scores on the test split."""
     synth = MaskSynthesizer(G, direction, magnitude, "lighting", batch_size=32, rng=0)
     torch.manual_seed(0)
@@ -53,6 +56,8 @@ def main() -> None:
     parser.add_argument("--seg-steps", type=int, default=600)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if args.names and not args.candidates:
+        parser.error("--names needs --candidates (notebook 03's candidates.pt)")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     G = load(args.generator).eval()
