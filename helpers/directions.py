@@ -21,6 +21,9 @@ oriented so that its smaller cluster (the object) gets lighter than the rest. De
 reference, all for speed: the four-latent batches are drawn from one pool generated once per direction,
 and all directions are fitted at once as a batch of independent problems (Adam is per-parameter, so
 this equals fitting them one by one).
+
+`choose` takes the ranking's winner or a named candidate (a researcher's pick). `fit_direction` fits a
+direction *with labels*; it is a diagnosis (the best one direction can do on a generator), not the method.
 """
 
 from __future__ import annotations
