@@ -408,6 +408,7 @@ def fit(G: Generator, samples: Sequence[LabelledLatent], run_dir: str | os.PathL
     total = config.epochs * steps_per_epoch
     fingerprint, losses = samples_fingerprint(samples), []
     weights = class_weights(samples, config.num_classes, config.class_weight_power)
+    weights = None if weights is None else weights.to(G.device)
     with torch.random.fork_rng(devices=[]), eval_mode(G):
         torch.manual_seed(config.seed)
         decoder = build_decoder(G, config.num_classes, config.feature_names, config.width, config.dropout).to(G.device)
@@ -443,7 +444,7 @@ def fit(G: Generator, samples: Sequence[LabelledLatent], run_dir: str | os.PathL
                     batch = [samples[i] for i in order[position * config.batch_size:(position + 1) * config.batch_size]]
                     features, labels = _batch(G, batch)
                     logits = decoder(features)
-                    loss = segmentation_loss(logits, labels, class_weights=None if weights is None else weights.to(G.device))
+                    loss = segmentation_loss(logits, labels, class_weights=weights)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()

@@ -22,7 +22,6 @@ from helpers.directions import (
 )
 from helpers.gans.base import Generator
 from helpers.gans.biggan import BigGAN
-from helpers.gans.stylegan2 import StyleGAN2
 from helpers.widgets.explorer import DirectionExplorer
 
 
@@ -169,16 +168,9 @@ def test_explorer_updates_tiles_in_place():
         explorer.set(direction="nope")
 
 
-def test_scores_and_strips_of_a_noisy_generator_see_the_shift_alone():
+def test_scores_and_strips_of_a_noisy_generator_see_the_shift_alone(noisy_stylegan2):
     """With StyleGAN2's per-pixel noise, G(z) and G(z + h) must be drawn with the same noise."""
-    torch.manual_seed(0)
-    G = StyleGAN2(32, dim_z=16, n_mlp=2, fmap_base=64, fmap_max=16)
-    with torch.no_grad():
-        for name, p in G.named_parameters():
-            if name.endswith("scale_factors"):
-                p.fill_(0.5)
-    G.estimate_latent_avg(64)
-    G.eval()
+    G = noisy_stylegan2
     scores = two_map_scores(G, torch.zeros(2, G.dim_z), n_latents=8, train_steps=2, test_batches=1)
     assert (scores["change"] < 1e-4).all()
     strips = shift_strips(G, torch.zeros(G.dim_z), [-1.0, 0.0, 1.0], n_rows=2)

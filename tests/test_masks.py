@@ -9,7 +9,6 @@ import torch
 
 from helpers.gans import load
 from helpers.gans.base import Generator
-from helpers.gans.stylegan2 import StyleGAN2
 from helpers.masks import (
     MaskRules,
     MaskSynthesizer,
@@ -340,17 +339,10 @@ def test_synthesizer_stores_cpu_weights_channels_last_without_changing_masks(dir
     assert (after.masks != before.masks).float().mean() < 1e-3
 
 
-def test_masks_of_a_noisy_generator_come_from_the_shift_alone():
+def test_masks_of_a_noisy_generator_come_from_the_shift_alone(noisy_stylegan2):
     """StyleGAN2 draws per-pixel noise: both images of a pair must get the same noise, or a zero shift
     would already mark every pixel that the noise happened to brighten."""
-    torch.manual_seed(0)
-    G = StyleGAN2(32, dim_z=16, n_mlp=2, fmap_base=64, fmap_max=16)
-    with torch.no_grad():
-        for name, p in G.named_parameters():
-            if name.endswith("scale_factors"):
-                p.fill_(0.5)
-    G.estimate_latent_avg(64)
-    G.eval()
+    G = noisy_stylegan2
     z = G.sample_z(4, seed=0)
     zero = torch.zeros(G.dim_z)
     for fn in (synthesize, synthesize_per_image):
