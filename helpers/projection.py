@@ -415,7 +415,7 @@ def fit(G: Generator, samples: Sequence[LabelledLatent], run_dir: str | os.PathL
         optimizer = torch.optim.Adam(decoder.parameters(), lr=config.lr)
         step = 0
         if checkpoint_path.exists():
-            state = torch.load(checkpoint_path, map_location=G.device, weights_only=True)
+            state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)  # RNG state stays on the CPU
             if state["config"] != asdict(config) or state["fingerprint"] != fingerprint:
                 raise ValueError(f"{checkpoint_path} belongs to other samples or settings; use a new run folder.\n"
                                  f"  checkpoint: {state['config']}\n  requested:  {asdict(config)}")
