@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from helpers.gans.base import Generator
-from helpers.io import save_torch
+from helpers.io import load_checkpoint, save_torch
 from helpers.masks import gray, raw_masks
 
 DEFORMATOR_KINDS = ("ortho", "linear", "proj")
@@ -179,7 +179,7 @@ class DirectionDiscovery:
         save_torch(self._state(), self.checkpoint_path)
 
     def _resume(self) -> None:
-        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)  # RNG state stays on the CPU
+        state = load_checkpoint(self.checkpoint_path)
         fixed = {k: v for k, v in asdict(self.config).items() if k not in RESUMABLE_CHANGES}
         if {k: v for k, v in state["config"].items() if k not in RESUMABLE_CHANGES} != fixed:
             raise ValueError(f"{self.checkpoint_path} was written with a different configuration; use a new run "

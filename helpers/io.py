@@ -1,4 +1,5 @@
-"""Atomic file writes, so an interrupted run never leaves a half-written result, cache or checkpoint."""
+"""Atomic file writes, so an interrupted run never leaves a half-written result, cache or checkpoint; and the
+one way to read a resume checkpoint back."""
 
 from __future__ import annotations
 
@@ -47,6 +48,14 @@ def save_torch(obj: Any, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)
     return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> Any:
+    """Reads a run's resume state (written by ``save_torch``) onto the CPU, whatever device wrote it: RNG
+    states must stay there, and modules and optimisers move their tensors when they load them."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -85,7 +85,7 @@ from helpers.gans.base import Generator
 from helpers.gans.biggan import BigGAN
 from helpers.gans.checkpoints import load, resolve_checkpoint
 from helpers.gans.stylegan2 import StyleGAN2
-from helpers.io import save_torch
+from helpers.io import load_checkpoint, save_torch
 from helpers.manifest import sha256_file
 
 DEFAULT_BACKBONE: dict[str, Any] = dict(width=32, depths=[2, 2, 2, 2], stem="small", in_channels=3)
@@ -330,7 +330,7 @@ class PretrainTrainer:
         save_torch(self._state(), self.checkpoint_path)
 
     def _resume(self) -> None:
-        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)  # RNG state stays on the CPU
+        state = load_checkpoint(self.checkpoint_path)
         fixed = {k: v for k, v in asdict(self.config).items() if k not in RESUMABLE_CHANGES}
         stored = {k: v for k, v in state["config"].items() if k not in RESUMABLE_CHANGES}
         if state.get("method") != self.method or stored != fixed:

@@ -55,7 +55,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from helpers.gans.base import Generator, load_strict
-from helpers.io import atomic_path, save_torch
+from helpers.io import atomic_path, load_checkpoint, save_torch
 from helpers.segmentation.shards import write_shards
 
 IGNORE_INDEX = -1  # label of unannotated pixels in training targets (the reference's value)
@@ -415,7 +415,7 @@ def fit(G: Generator, samples: Sequence[LabelledLatent], run_dir: str | os.PathL
         optimizer = torch.optim.Adam(decoder.parameters(), lr=config.lr)
         step = 0
         if checkpoint_path.exists():
-            state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)  # RNG state stays on the CPU
+            state = load_checkpoint(checkpoint_path)
             if state["config"] != asdict(config) or state["fingerprint"] != fingerprint:
                 raise ValueError(f"{checkpoint_path} belongs to other samples or settings; use a new run folder.\n"
                                  f"  checkpoint: {state['config']}\n  requested:  {asdict(config)}")

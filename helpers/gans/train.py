@@ -29,7 +29,7 @@ from helpers.data.splits import ProceduralSplits, load_split
 from helpers.gans.base import Generator
 from helpers.gans.biggan import BigGAN, recompute_bn_stats
 from helpers.gans.checkpoints import CLASSES, save_model
-from helpers.io import save_figure, save_torch
+from helpers.io import load_checkpoint, save_figure, save_torch
 from helpers.plots import image_grid
 
 # The shipped defaults: small configurations of the same classes as the released generators.
@@ -151,7 +151,7 @@ class Trainer:
         save_torch(self._state(), self.checkpoint_path)
 
     def _resume(self) -> None:
-        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)  # RNG state stays on the CPU
+        state = load_checkpoint(self.checkpoint_path)
         fixed = {k: v for k, v in asdict(self.config).items() if k not in RESUMABLE_CHANGES}
         if {k: v for k, v in state["config"].items() if k not in RESUMABLE_CHANGES} != fixed:
             raise ValueError(

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from helpers.io import save_torch
+from helpers.io import load_checkpoint, save_torch
 from helpers.segmentation.sources import Batch, BatchSource, batch_function
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -133,7 +133,7 @@ class SegmentationTrainer:
         return self.checkpoint_path
 
     def _resume(self) -> None:
-        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)  # loaders move to device
+        state = load_checkpoint(self.checkpoint_path)
         fixed = {k: v for k, v in asdict(self.settings).items() if k not in RESUMABLE_CHANGES}
         if {k: v for k, v in state["settings"].items() if k not in RESUMABLE_CHANGES} != fixed:
             raise ValueError(
