@@ -21,11 +21,10 @@ import torch
 
 from helpers.data.splits import ProceduralSplits, load_split
 from helpers.directions import fit_direction, save_direction
-from helpers.gans import load
+from helpers.gans import load, to_uint8
 from helpers.gans.base import Generator
 from helpers.io import write_json
 from helpers.masks import MaskSynthesizer
-from helpers.projection import to_uint8
 from helpers.segmentation import SegmentationSettings, SegmentationTrainer, UNet, evaluate_arrays
 from helpers.simulated_annotator import class_probabilities, train_labeller
 

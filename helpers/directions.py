@@ -35,12 +35,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from helpers.gans.base import Generator
+from helpers.gans.base import Generator, to_uint8
 from helpers.io import load_checkpoint, save_torch
 from helpers.masks import gray, raw_masks
 
@@ -433,7 +434,7 @@ def load_direction(path: str | Path, dim_z: int | None = None) -> Tensor:
 
 @torch.no_grad()
 def shift_strips(G: Generator, direction: Tensor, magnitudes: list[float], n_rows: int, seed: int = 0,
-                 mask_magnitude: float = 5.0) -> Tensor:
+                 mask_magnitude: float = 5.0) -> np.ndarray:
     """Rows of G(z + r h) for each r in ``magnitudes``, then the lighting mask at ``mask_magnitude``.
 
     Returns uint8 images [n_rows * (len(magnitudes) + 1), H, W, 3] in row-major order, ready for a grid.
@@ -446,4 +447,4 @@ def shift_strips(G: Generator, direction: Tensor, magnitudes: list[float], n_row
     mask = raw_masks(G.render(z, seeds), G.render(z + mask_magnitude * h, seeds), "lighting").float().mul(2).sub(1)
     columns.append(mask[:, None].expand(-1, 3, -1, -1))
     images = torch.stack(columns, 1).flatten(0, 1)
-    return images.add(1).mul(127.5).clamp(0, 255).round().byte().permute(0, 2, 3, 1).cpu()
+    return to_uint8(images)

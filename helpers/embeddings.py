@@ -44,7 +44,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from helpers.data.folders import UnreadableFilesError, scan_images
-from helpers.gans.base import Generator
+from helpers.gans.base import Generator, to_uint8
 from helpers.gans.checkpoints import load, resolve_checkpoint
 from helpers.io import atomic_path, write_text
 from helpers.paths import embeddings_dir, resolve
@@ -271,18 +271,13 @@ def encode_folder(folder: str | os.PathLike[str], encoder: Encoder, out_path: st
                         npy_path, h5_path, txt_path)
 
 
-def _to_uint8(images: np.ndarray) -> np.ndarray:
-    """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3]."""
-    return ((np.clip(images, -1, 1) + 1) * 127.5).round().astype(np.uint8).transpose(0, 2, 3, 1)
-
-
 @torch.no_grad()
 def reconstruct(generator: Generator, encoder: Encoder, paths: Sequence[str | os.PathLike[str]]) -> np.ndarray:
     """x beside G(E(x)) for a few files, uint8 [B, R, 2R, 3] at the generator's resolution R, for image_grid."""
     x = np.stack([load_image(p, generator.resolution) for p in paths])
     z = encoder(np.stack([load_image(p, encoder.input_size) for p in paths]))
     generated = generator(torch.from_numpy(z).to(generator.device)).float().cpu().numpy()
-    return np.concatenate([_to_uint8(x), _to_uint8(generated)], axis=2)
+    return np.concatenate([to_uint8(x), to_uint8(generated)], axis=2)
 
 
 def pick_encoder(

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
-from helpers.gans.base import Generator
+from helpers.gans.base import Generator, to_uint8
 
 GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 HIST_BINS = 12
@@ -379,7 +379,7 @@ class MaskSynthesizer:
     def shard(self, shard_index: int, n: int) -> dict[str, np.ndarray]:
         """``n`` pairs for HDF5 shard ``shard_index`` (uint8 images and masks, float32 z), repeatable per shard."""
         images, masks, z = self.batch_at(shard_index, n)
-        return {"images": images.add(1).mul(127.5).clamp(0, 255).round().byte().permute(0, 2, 3, 1).cpu().numpy(),
+        return {"images": to_uint8(images),
                 "masks": masks.byte().cpu().numpy(), "z": z.float().cpu().numpy()}
 
     def __iter__(self) -> Iterator[SyntheticBatch]:

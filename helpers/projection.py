@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from helpers.gans.base import Generator, load_strict
+from helpers.gans.base import Generator, load_strict, to_uint8
 from helpers.io import atomic_path, load_checkpoint, save_torch
 from helpers.segmentation.shards import write_shards
 
@@ -223,11 +223,6 @@ def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
 
 
 # ------------------------------------------------------------------------------------------- prediction
-
-
-def to_uint8(images: Tensor) -> np.ndarray:
-    """Generator output [B, 3, H, W] in [-1, 1] → uint8 [B, H, W, 3] (rounded)."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 @dataclass

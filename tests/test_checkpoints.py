@@ -1,9 +1,10 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
-from helpers.gans import CheckpointError, CheckpointMismatchError, load, save_model
+from helpers.gans import CheckpointError, CheckpointMismatchError, load, save_model, to_uint8
 from helpers.gans.biggan import BigGAN
 from helpers.gans.checkpoints import infer_biggan_config
 from helpers.gans.encoder import LatentEncoder
@@ -77,3 +78,11 @@ def test_manifest_records_and_detects_changes(tmp_path):
     path.unlink()
     assert "missing" in verify(tmp_path)[0]
     assert json.loads((tmp_path / "MANIFEST.json").read_text())["files"]["w.pt"]["code_version"]
+
+
+def test_to_uint8_rounds_clamps_and_goes_channels_last():
+    x = torch.tensor([-1.5, -1.0, -0.996, 0.0, 0.5, 1.0, 2.0]).view(1, 1, 1, 7).expand(2, 3, 1, 7)
+    out = to_uint8(x)
+    assert out.dtype == np.uint8 and out.shape == (2, 1, 7, 3)
+    assert out[0, 0, :, 0].tolist() == [0, 0, 1, 128, 191, 255, 255]  # (x + 1) * 127.5, rounded half to even
+    np.testing.assert_array_equal(to_uint8(x.numpy().astype(np.float64)), out)

@@ -26,7 +26,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from tqdm.auto import tqdm
 
 from helpers.data.splits import ProceduralSplits, load_split
-from helpers.gans.base import Generator
+from helpers.gans.base import Generator, to_uint8
 from helpers.gans.biggan import BigGAN, recompute_bn_stats
 from helpers.gans.checkpoints import CLASSES, save_model
 from helpers.io import load_checkpoint, save_figure, save_torch
@@ -202,7 +202,7 @@ class Trainer:
         """A grid of the EMA generator (prepared for sampling) on fixed latents."""
         model = prepare_for_sampling(self.G_ema, n_batches=4, seed=self.config.seed)
         with torch.no_grad():
-            images = model(self.fixed_z).add(1).mul(127.5).clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+            images = to_uint8(model(self.fixed_z))
         fig = image_grid(images, scale=1.0)
         path = save_figure(fig, self.run_dir / "samples" / f"step_{self.step:06d}.png", dpi=self.G.resolution)
         plt.close(fig)

@@ -15,13 +15,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from helpers.gans.base import Generator
+from helpers.gans.base import Generator, to_uint8
 from helpers.masks import raw_masks
-
-
-def to_uint8(images: Tensor) -> np.ndarray:
-    """[B, 3, H, W] images in [-1, 1] -> uint8 [B, H, W, 3]."""
-    return images.add(1).mul(127.5).clamp(0, 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 def png_bytes(array: np.ndarray, scale: int = 1) -> bytes:
