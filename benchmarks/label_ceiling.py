@@ -29,7 +29,8 @@ from helpers.data.splits import ProceduralSplits, load_split
 from helpers.gans import load
 from helpers.gans.base import Generator
 from helpers.io import write_json
-from helpers.projection import FitConfig, SemanticDecoder, draw_inputs, fit, generate_images, predict
+from helpers.metrics import class_iou, confusion_matrix, evaluate_saliency
+from helpers.projection import FitConfig, SemanticDecoder, draw_inputs, fit, generate_images, synthetic_batch_fn
 from helpers.segmentation import (ArrayBatches, SegmentationSettings, SegmentationTrainer, UNet, evaluate_arrays,
                                   evaluate_labels)
 from helpers.simulated_annotator import CLASSES, class_probabilities, train_labeller
@@ -47,19 +48,17 @@ def labelled_by_labeller(G: Generator, labeller: nn.Module, z: np.ndarray, seeds
 
 def labelled_by_decoder(G: Generator, decoder: SemanticDecoder, z: np.ndarray, seeds: list[int] | None
                         ) -> tuple[np.ndarray, np.ndarray]:
-    """Generated uint8 images and the decoder's arg-max classes for them (notebook 05's synthetic pairs)."""
-    preds = [predict(G, decoder, z[i:i + BATCH], None if seeds is None else seeds[i:i + BATCH])
-             for i in range(0, len(z), BATCH)]
-    return np.concatenate([p.images for p in preds]), np.concatenate([p.labels for p in preds])
+    """Generated uint8 images and the decoder's arg-max classes for them: notebook 05's synthetic pairs."""
+    pairs = synthetic_batch_fn(G, decoder, len(z), BATCH, latents=z, noise_seeds=seeds)(0, len(z))
+    return pairs["images"], pairs["masks"]
 
 
 def binary_agreement(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     """Object-mask (class >= 1) IoU of two label stacks: the mean per image and pooled over all pixels."""
     pred, ref = pred > 0, ref > 0
-    union = (pred | ref).sum((1, 2))
-    per_image = np.where(union > 0, (pred & ref).sum((1, 2)) / np.maximum(union, 1), 1.0)
-    return {"per_image_iou": round(float(per_image.mean()), 4),
-            "pooled_iou": round(float((pred & ref).sum() / max((pred | ref).sum(), 1)), 4)}
+    per_image = evaluate_saliency(zip(pred.astype(np.float32), ref))["iou"]
+    pooled = class_iou(confusion_matrix(ref, pred, 2))[1]
+    return {"per_image_iou": round(float(per_image), 4), "pooled_iou": round(float(pooled), 4)}
 
 
 def train_and_score(images: np.ndarray, labels: np.ndarray, n_classes: int, run_dir: Path, steps: int, width: int,
