@@ -8,6 +8,8 @@ evaluated on the procedural test split. Labels never touch the test split.
 
     python benchmarks/direction_ceiling.py --labeller-run results/labeller \
         --candidates results/03_direction_finding/candidates.pt --names "discovered 49" --threads 2
+    python benchmarks/direction_ceiling.py --labeller-run results/labeller --generator default-stylegan2 \
+        --shift-space w:32
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from helpers.data.splits import ProceduralSplits, load_split
 from helpers.directions import fit_direction, save_direction
 from helpers.gans import load, to_uint8
 from helpers.gans.base import Generator
+from helpers.gans.shift_spaces import with_shift_space
 from helpers.io import write_json
 from helpers.masks import MaskSynthesizer
 from helpers.segmentation import SegmentationSettings, SegmentationTrainer, UNet, evaluate_arrays
@@ -45,6 +48,7 @@ def unsupervised_quality(G: Generator, direction: torch.Tensor, run_dir: Path, m
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--generator", default="default-biggan")
+    parser.add_argument("--shift-space", default="z", help="z, or for StyleGAN2 w or w:R (notebook 03's SHIFT_SPACE)")
     parser.add_argument("--labeller-run", required=True, help="simulated annotator's labeller folder (trained if empty)")
     parser.add_argument("--candidates", help="candidates.pt written by notebook 03")
     parser.add_argument("--names", nargs="*", default=[], help="candidate names to evaluate, e.g. 'discovered 49'")
@@ -59,7 +63,7 @@ def main() -> None:
         parser.error("--names needs --candidates (notebook 03's candidates.pt)")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    G = load(args.generator).eval()
+    G = with_shift_space(load(args.generator).eval(), args.shift_space)
 
     labeller, log = train_labeller(args.labeller_run)
     z = G.sample_z(args.fit_latents, seed=1)
@@ -76,7 +80,7 @@ def main() -> None:
 
     splits = ProceduralSplits(64, 20000, 1000, 1000, 0)
     test_images, test_labels = load_split(splits, "test")
-    results = {"generator": args.generator, "labeller_val_binary_iou": log["val"]["binary_iou"], "directions": {}}
+    results = {"generator": args.generator, "shift_space": args.shift_space, "labeller_val_binary_iou": log["val"]["binary_iou"], "directions": {}}
     for name, h in directions.items():
         start = time.monotonic()
         scores = unsupervised_quality(G, h, out / name.replace(" ", "_"), args.magnitude, args.seg_steps,

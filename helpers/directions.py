@@ -245,7 +245,8 @@ class DirectionDiscovery:
 @torch.no_grad()
 def pca_directions(G: Generator, n_components: int, layer: str | None = None, n_samples: int = 2000,
                    batch_size: int = 250, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """GANSpace: PCA of one feature map's activations, transferred to z by least squares.
+    """GANSpace: PCA of one feature map's activations, transferred to the shift space by least squares
+    (z, or w for StyleGAN2 style shifts: ``G.shift_coordinates``).
 
     Returns unit directions [n_components, dim_z] and the explained-variance ratio of each component.
     ``layer`` defaults to the first (lowest-resolution) feature map.
@@ -257,7 +258,8 @@ def pca_directions(G: Generator, n_components: int, layer: str | None = None, n_
     acts = acts - acts.mean(0)
     _, s, v = torch.pca_lowrank(acts, q=min(n_components + 10, *acts.shape), center=False, niter=4)
     coords = acts @ v[:, :n_components]  # [N, C]
-    basis = torch.linalg.lstsq(coords, z - z.mean(0)).solution  # [C, dim_z]: z ~ coords @ basis
+    latents = G.shift_coordinates(z)
+    basis = torch.linalg.lstsq(coords, latents - latents.mean(0)).solution  # [C, dim_z]: latent ~ coords @ basis
     total = acts.pow(2).sum()
     return F.normalize(basis, dim=1), (s[:n_components] ** 2 / total).cpu()
 
@@ -291,10 +293,10 @@ def _pixels(images: Tensor) -> Tensor:
 
 @torch.no_grad()
 def _pairs(G: Generator, z: Tensor, shifts: Tensor, batch_size: int = 64) -> tuple[Tensor, Tensor]:
-    """G(z) and G(z + s) for every shift s, latent i always with noise seed i."""
+    """G(z) and the shifted G(z + s) for every shift s, latent i always with noise seed i."""
     chunks = [(z[i : i + batch_size], list(range(i, min(i + batch_size, len(z))))) for i in range(0, len(z), batch_size)]
     base = torch.cat([G.render(zc, seeds) for zc, seeds in chunks])
-    shifted = torch.stack([torch.cat([G.render(zc + s, seeds) for zc, seeds in chunks]) for s in shifts])
+    shifted = torch.stack([torch.cat([G.render_shifted(zc, s, seeds) for zc, seeds in chunks]) for s in shifts])
     return base, shifted  # [N, 3, H, W], [D, N, 3, H, W]
 
 
@@ -414,6 +416,22 @@ def save_direction(path: str | Path, direction: Tensor) -> Path:
     return Path(path)
 
 
+def check_shift_space(direction_path: str | Path, generator: str, shift_space: str) -> None:
+    """Refuses a direction that notebook 03 found for another generator or shift space, when the
+    ``ranking.json`` beside it says so (a released file has none and is taken as it is)."""
+    record = Path(direction_path).with_name("ranking.json")
+    if not record.is_file():
+        return
+    found = json.loads(record.read_text())
+    wanted = {"generator": generator, "shift_space": shift_space}
+    recorded = {key: found.get(key, "z" if key == "shift_space" else None) for key in wanted}
+    clashes = [f"{key} {recorded[key]!r} (asked for {wanted[key]!r})" for key in wanted
+               if recorded[key] is not None and recorded[key] != wanted[key]]
+    if clashes:
+        raise ValueError(f"{direction_path} was found with {', '.join(clashes)} according to {record}; "
+                         "use the same settings as notebook 03")
+
+
 def load_direction(path: str | Path, dim_z: int | None = None) -> Tensor:
     """Reads a ``bg_direction.pth``-style file (a tensor of dim_z values, any leading 1s) as [dim_z]."""
     path = Path(path)
@@ -443,8 +461,8 @@ def shift_strips(G: Generator, direction: Tensor, magnitudes: list[float], n_row
     z = G.sample_z(n_rows, seed)
     h = direction.reshape(1, -1).to(z.device)
     seeds = list(range(seed, seed + n_rows))  # one noise seed per row, shared by the row's images
-    columns = [G.render(z + r * h, seeds) for r in magnitudes]
-    mask = raw_masks(G.render(z, seeds), G.render(z + mask_magnitude * h, seeds), "lighting").float().mul(2).sub(1)
+    columns = [G.render_shifted(z, r * h, seeds) for r in magnitudes]
+    mask = raw_masks(G.render(z, seeds), G.render_shifted(z, mask_magnitude * h, seeds), "lighting").float().mul(2).sub(1)
     columns.append(mask[:, None].expand(-1, 3, -1, -1))
     images = torch.stack(columns, 1).flatten(0, 1)
     return to_uint8(images)

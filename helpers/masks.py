@@ -262,7 +262,7 @@ def synthesize_per_image(
     images, verdicts = [], []
     seeds = torch.randint(2**31, (len(z),)).tolist()
     for z_i, seed in zip(z.split(1), seeds):
-        image, shifted = G.render(z_i, [seed]), G.render(z_i + shift, [seed])
+        image, shifted = G.render(z_i, [seed]), G.render_shifted(z_i, shift, [seed])
         images.append(image)
         verdicts.append(rules_single(image, shifted, rules))
     return _stack_results(images, verdicts)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from torch import nn
 
 from helpers.directions import (
     Deformator,
+    check_shift_space,
     choose,
     DirectionDiscovery,
     DiscoveryConfig,
@@ -149,6 +152,21 @@ def test_direction_file_round_trip_and_errors(tmp_path):
         load_direction(tmp_path / "broken.pth")
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         load_direction(tmp_path / "missing.pth")
+
+
+def test_a_direction_is_refused_for_another_generator_or_shift_space(tmp_path):
+    path = save_direction(tmp_path / "bg_direction.pth", torch.randn(16))
+    check_shift_space(path, "default-biggan", "z")  # a released file has no record: taken as it is
+    (tmp_path / "ranking.json").write_text(json.dumps({"generator": "default-stylegan2", "shift_space": "w:32"}))
+    check_shift_space(path, "default-stylegan2", "w:32")
+    with pytest.raises(ValueError, match="shift_space 'w:32' \\(asked for 'z'\\)"):
+        check_shift_space(path, "default-stylegan2", "z")
+    with pytest.raises(ValueError, match="generator 'default-stylegan2'"):
+        check_shift_space(path, "default-biggan", "w:32")
+    (tmp_path / "ranking.json").write_text(json.dumps({"magnitude": 5.0}))  # written before shift spaces: z
+    check_shift_space(path, "default-biggan", "z")
+    with pytest.raises(ValueError, match="shift_space 'z'"):
+        check_shift_space(path, "default-stylegan2", "w")
 
 
 def test_explorer_updates_tiles_in_place():

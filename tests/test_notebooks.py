@@ -10,6 +10,7 @@ import pytest
 from helpers.runner import list_notebooks, run_all, smoke_parameters
 
 NOTEBOOKS = list_notebooks()
+NOTEBOOKS_BY_NAME = {p.name: p for p in NOTEBOOKS}
 REQUIRED_PARAMETERS = {"SMOKE", "DEVICE", "SEED", "OUT_DIR"}
 
 
@@ -183,3 +184,20 @@ def test_layermatch_notebook_outputs(smoke_run):
     assert set(metrics["layermatch_minus_random_iou"]) == set(ks) and isinstance(metrics["target_met"], bool)
     for name in ["iou_vs_k.png", "losses_layermatch.png", "losses_autoencoder.png", "test_overlays.png"]:
         assert (out / name).stat().st_size > 1000, name
+
+
+@pytest.mark.notebooks
+def test_style_space_directions_run_through_notebooks_03_and_04(tmp_path):
+    from helpers.runner import run_notebook
+
+    params = {**smoke_parameters(), "DEVICE": "cpu", "INTERACTIVE": False,
+              "GENERATOR": "default-stylegan2", "SHIFT_SPACE": "w:32"}
+    found, used = (run_notebook(NOTEBOOKS_BY_NAME[name], tmp_path, params, timeout=600)
+                   for name in ("03_direction_finding.ipynb", "04_unsupervised_segmentation.ipynb"))
+    assert found.status == used.status == "passed", (found.error, used.error)
+    ranking = json.loads((tmp_path / "03_direction_finding" / "ranking.json").read_text())
+    assert (ranking["generator"], ranking["shift_space"]) == ("default-stylegan2", "w:32")
+    assert used.metrics["shift_space"] == "w:32" and used.metrics["generator"] == "default-stylegan2"
+    clash = run_notebook(NOTEBOOKS_BY_NAME["04_unsupervised_segmentation.ipynb"], tmp_path,
+                         {**params, "SHIFT_SPACE": "z"}, timeout=600)
+    assert clash.status == "failed" and "shift_space 'w:32' (asked for 'z')" in clash.error

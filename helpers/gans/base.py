@@ -86,6 +86,14 @@ class Generator(nn.Module):
         seeds differ only through z. Generators without noise (BigGAN) ignore the seeds."""
         return self(z)
 
+    def shift_coordinates(self, z: Tensor) -> Tensor:
+        """Where shifts add up for latents z: z itself here; a wrapper that shifts elsewhere maps z there."""
+        return z
+
+    def render_shifted(self, z: Tensor, shift: Tensor, noise_seeds: Sequence[int]) -> Tensor:
+        """G(z + shift) with sample i's noise drawn from ``noise_seeds[i]``, the shifted twin of ``render``."""
+        return self.render(z + shift, noise_seeds)
+
     def pair(self, z: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
         """G(z) and G(z + shift) from one batched forward, each sample with the same noise in both halves,
         so that the difference between them is the effect of the shift alone."""

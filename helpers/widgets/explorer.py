@@ -53,9 +53,9 @@ class DirectionExplorer:
         """The current original, shifted image (uint8 H x W x 3) and mask (uint8 H x W, 255 = object)."""
         z = self.G.sample_z(1, self.seed.value)
         shift = self.magnitude.value * self.directions[self.direction.value].to(z.device)
-        images = self.G.render(torch.cat([z, z + shift]), [self.seed.value] * 2)
-        mask = raw_masks(images[:1], images[1:], "lighting")[0]
-        original, shifted = to_uint8(images)
+        images = self.G.render(z, [self.seed.value]), self.G.render_shifted(z, shift, [self.seed.value])
+        mask = raw_masks(*images, "lighting")[0]
+        original, shifted = to_uint8(torch.cat(images))
         return {"original": original, "shifted": shifted, "mask": mask.byte().mul(255).cpu().numpy()}
 
     def update(self) -> dict[str, np.ndarray]:
