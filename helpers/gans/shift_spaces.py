@@ -11,6 +11,7 @@ a comparable amount on any model. Everything else (``G(z)``, features, sampling)
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
@@ -49,7 +50,7 @@ class StyleShifts(Generator):
     def forward(self, z: Tensor, **kwargs) -> Tensor:
         return self.G(z, **kwargs)
 
-    def features(self, z: Tensor, **kwargs):
+    def features(self, z: Tensor, **kwargs) -> "OrderedDict[str, Tensor]":
         return self.G.features(z, **kwargs)
 
     def render(self, z: Tensor, noise_seeds: Sequence[int]) -> Tensor:
