@@ -424,7 +424,7 @@ def check_shift_space(direction_path: str | Path, generator: str, shift_space: s
         return
     found = json.loads(record.read_text())
     wanted = {"generator": generator, "shift_space": shift_space}
-    recorded = {key: found.get(key, "z" if key == "shift_space" else None) for key in wanted}
+    recorded = {"generator": found.get("generator"), "shift_space": found.get("shift_space", "z")}  # z before SHIFT_SPACE
     clashes = [f"{key} {recorded[key]!r} (asked for {wanted[key]!r})" for key in wanted
                if recorded[key] is not None and recorded[key] != wanted[key]]
     if clashes:
