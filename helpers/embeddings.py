@@ -26,7 +26,6 @@ unreadable files are tried again. Anything else is refused, so a user's codes ar
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -44,7 +43,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from helpers.data.folders import UnreadableFilesError, scan_images
-from helpers.gans.base import Generator, to_uint8
+from helpers.gans.base import Generator, to_uint8, weights_fingerprint
 from helpers.gans.checkpoints import load, resolve_checkpoint
 from helpers.io import atomic_path, write_text
 from helpers.paths import embeddings_dir, resolve
@@ -98,15 +97,6 @@ def load_image(path: str | os.PathLike[str], size: int) -> np.ndarray:
         raise UnreadableFilesError([(Path(path), f"{type(err).__name__}: {err}")]) from err
 
 
-def _fingerprint(module: nn.Module) -> str:
-    """Short sha256 of the state dict (names, shapes, dtypes, bytes), so retrained weights are told apart."""
-    digest = hashlib.sha256()
-    for key, tensor in sorted(module.state_dict().items()):
-        digest.update(f"{key}{tuple(tensor.shape)}{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 class TorchEncoder:
     """Adapter for a torch module with ``resolution`` and ``dim_z`` (the project's `LatentEncoder`), in eval mode."""
 
@@ -115,7 +105,7 @@ class TorchEncoder:
         self.module = module.to(self.device).eval()
         self.input_size, self.dim_z = int(module.resolution), int(module.dim_z)
         config = json.dumps(getattr(module, "config", {}), sort_keys=True)
-        self.description = f"{type(module).__name__} {config} weights-sha256:{_fingerprint(module)}"
+        self.description = f"{type(module).__name__} {config} weights-sha256:{weights_fingerprint(module)}"
 
     @torch.no_grad()
     def __call__(self, batch: np.ndarray) -> np.ndarray:

@@ -83,6 +83,50 @@ def test_encoder_learns_to_invert_a_generator():
     assert 0 <= reconstruction_error(g, enc, images) < 1
 
 
+def test_encoder_training_resumes_bit_exactly(tmp_path):
+    g = prepare_for_sampling(_small_biggan(), n_batches=2, batch_size=8)
+
+    def fresh() -> LatentEncoder:
+        torch.manual_seed(0)
+        return LatentEncoder(g.dim_z, resolution=32, ch=8, max_ch=16)
+
+    settings = dict(steps=12, batch_size=4, lr=3e-3, progress=False, checkpoint_every=5)
+    whole = fresh()
+    whole_losses = train_encoder(g, whole, **settings)
+
+    class Interrupted(Exception):
+        pass
+
+    calls = {"n": 0}
+    original_forward = g.forward
+
+    def failing_forward(z, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise Interrupted
+        return original_forward(z, *args, **kwargs)
+
+    g.forward = failing_forward
+    with pytest.raises(Interrupted):
+        train_encoder(g, fresh(), run_dir=tmp_path, **settings)
+    g.forward = original_forward
+    (checkpoint,) = tmp_path.glob("encoder_*.pt")
+    assert torch.load(checkpoint, weights_only=True)["losses"] == whole_losses[:5]
+    resumed = fresh()
+    assert train_encoder(g, resumed, run_dir=tmp_path, **settings) == whole_losses
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    # a finished run returns its losses without training
+    assert train_encoder(g, fresh(), run_dir=tmp_path, **settings) == whole_losses
+    assert [p.name for p in tmp_path.iterdir()] == [checkpoint.name]
+    # other settings or a retrained generator train anew, beside the old checkpoint
+    train_encoder(g, fresh(), run_dir=tmp_path, **(settings | {"steps": 3}))
+    with torch.no_grad():
+        next(g.parameters()).add_(1.0)
+    train_encoder(g, fresh(), run_dir=tmp_path, **(settings | {"steps": 3}))
+    assert len(list(tmp_path.glob("encoder_*.pt"))) == 3
+
+
 def _small_biggan():
     from helpers.gans.biggan import BigGAN
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -43,6 +44,15 @@ def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], source: str)
             if items:
                 msg += format_listing(title, items)
         raise CheckpointMismatchError(msg)
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """Short sha256 of the state dict (names, shapes, dtypes, bytes), so retrained weights are told apart."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{key}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def load_strict(model: nn.Module, state: Mapping[str, Tensor], source: str) -> nn.Module:

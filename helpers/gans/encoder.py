@@ -8,7 +8,11 @@ that on real images through G(E(x)).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from helpers.gans.base import Generator
+from helpers.gans.base import Generator, weights_fingerprint
+from helpers.io import load_checkpoint, save_torch
 
 
 class _DownBlock(nn.Module):
@@ -60,15 +65,41 @@ def train_encoder(
     lr: float = 1e-3,
     seed: int = 0,
     progress: bool = True,
+    run_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 100,
 ) -> list[float]:
-    """Fits the encoder to predict z from G(z) (G frozen, eval mode); returns the loss per step."""
+    """Fits the encoder to predict z from G(z) (G frozen, eval mode); returns the loss per step.
+
+    With ``run_dir``, the state is checkpointed atomically every ``checkpoint_every`` steps to
+    ``run_dir/encoder_<key>.pt``, the key a hash of the settings and the generator's weights: a call with the same
+    ones continues (bit-exactly on a CPU) or, when finished, returns at once; other settings or a retrained
+    generator start a new file and leave the old one.
+    """
     generator.eval().requires_grad_(False)
     encoder.train()
     opt = torch.optim.Adam(encoder.parameters(), lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     gen = torch.Generator().manual_seed(seed)
-    losses = []
-    for _ in tqdm(range(steps), desc="training encoder", disable=not progress):
+    settings = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "encoder": encoder.config,
+                "generator": weights_fingerprint(generator)}
+    losses: list[float] = []
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    checkpoint = None if run_dir is None else Path(run_dir) / f"encoder_{key}.pt"
+    if checkpoint is not None and checkpoint.exists():
+        state = load_checkpoint(checkpoint)
+        encoder.load_state_dict(state["encoder"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["rng"])
+        losses = state["losses"]
+
+    def save() -> None:
+        if checkpoint is not None:
+            save_torch({"settings": settings, "encoder": encoder.state_dict(), "opt": opt.state_dict(),
+                        "sched": sched.state_dict(), "rng": gen.get_state(), "losses": losses}, checkpoint)
+
+    for _ in tqdm(range(len(losses), steps), desc="training encoder", initial=len(losses), total=steps,
+                  disable=not progress):
         z = torch.randn(batch_size, generator.dim_z, generator=gen).to(generator.device)
         with torch.no_grad():
             x = generator(z)
@@ -78,6 +109,9 @@ def train_encoder(
         opt.step()
         sched.step()
         losses.append(loss.item())
+        if len(losses) % checkpoint_every == 0:
+            save()
+    save()
     return losses
 
 
