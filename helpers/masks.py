@@ -18,6 +18,9 @@ the reference mask generator of "Big GANs Are Watching You" (spec §5 and §10, 
   have at least two local maxima, where bin i counts as a maximum iff it is >= each existing
   neighbour (the end bins have one neighbour). Ties count, so a run of empty bins is a plateau of
   maxima: an image that leaves part of [-1, 1] empty usually passes.
+* **Refinement** (off by default; beyond the reference): ``refine="grabcut"`` re-fits each kept mask to
+  its own image with GrabCut (the mask as probable foreground, the rest as probable background). The
+  filters' verdicts stay those of the reference masks.
 
 `synthesize` applies the rules to a whole batch: one generator forward on ``cat([z, z + r h])`` (``G.pair``),
 every rule on the generator's device, and one host round trip for the connected components (all
@@ -53,6 +56,8 @@ COMPONENT_RATIO = 0.2
 STACK_STRUCTURE = np.pad(np.ones((1, 3, 3), dtype=bool), ((1, 1), (0, 0), (0, 0)))
 
 Rule = Literal["lighting", "mean_thr"]
+Refinement = Literal["none", "grabcut"]
+GRABCUT_ITERATIONS = 5
 
 
 @dataclass(frozen=True)
@@ -64,10 +69,13 @@ class MaskRules:
     max_fraction: float = 0.5
     maxes_filter: bool = True
     connected_components: bool = True
+    refine: Refinement = "none"
 
     def __post_init__(self) -> None:
         if self.rule not in ("lighting", "mean_thr"):
             raise ValueError(f"rule must be 'lighting' or 'mean_thr', got {self.rule!r}")
+        if self.refine not in ("none", "grabcut"):
+            raise ValueError(f"refine must be 'none' or 'grabcut', got {self.refine!r}")
 
 
 @dataclass(frozen=True)
@@ -130,6 +138,38 @@ def components_filter_single(mask: np.ndarray) -> np.ndarray:
     areas = np.bincount(labels.ravel())[1:]
     keep = np.concatenate([[False], areas / areas.max() > COMPONENT_RATIO])
     return keep[labels]
+
+
+def grabcut_refine(images: np.ndarray, masks: np.ndarray, iterations: int = GRABCUT_ITERATIONS) -> np.ndarray:
+    """Each mask re-fitted to its own image's colours by OpenCV's GrabCut (beyond the reference).
+
+    images uint8 [B, H, W, 3] RGB, masks bool [B, H, W]. GrabCut starts from the mask as *probable*
+    foreground and the rest as probable background, fits one colour model per region and image, and
+    re-labels pixels by colour and edges. Empty or full masks stay as they are. About 7 ms per 64-px image.
+    """
+    import cv2
+
+    refined = masks.copy()
+    for i, (image, mask) in enumerate(zip(images, masks)):
+        if mask.all() or not mask.any():
+            continue
+        labels = np.where(mask, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
+        models = np.zeros((1, 65)), np.zeros((1, 65))
+        cv2.setRNGSeed(0)  # GrabCut's k-means start: each mask's result depends on its image and mask alone
+        cv2.grabCut(np.ascontiguousarray(image[..., ::-1]), labels, None, *models, iterations, cv2.GC_INIT_WITH_MASK)
+        refined[i] = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+    return refined
+
+
+def refine_kept(result: SynthesisResult, refine: Refinement) -> SynthesisResult:
+    """The result with the masks of the samples that pass the filters refined; verdicts stay the reference's."""
+    if refine == "none" or not result.keep.any():
+        return result
+    keep = result.keep
+    masks = result.masks.clone()
+    refined = grabcut_refine(to_uint8(result.images[keep]), masks[keep].bool().cpu().numpy())
+    masks[keep] = torch.from_numpy(refined).to(masks)
+    return SynthesisResult(result.images, masks, result.area_ok, result.maxes_ok)
 
 
 def area_ok(masks: Tensor, max_fraction: float = 0.5) -> Tensor:
@@ -199,7 +239,7 @@ def apply_rules(images: Tensor, shifted: Tensor, rules: MaskRules = MaskRules())
         masks = components_filter(masks)
     fits = area_ok(masks, rules.max_fraction)
     bimodal = maxes_ok(shifted) if rules.maxes_filter else torch.ones_like(fits)
-    return SynthesisResult(images, masks.long(), fits, bimodal)
+    return refine_kept(SynthesisResult(images, masks.long(), fits, bimodal), rules.refine)
 
 
 @torch.no_grad()
@@ -243,7 +283,8 @@ def _stack_results(images: list[Tensor], verdicts: list[tuple[Tensor, bool, bool
 def apply_rules_per_image(images: Tensor, shifted: Tensor, rules: MaskRules = MaskRules()) -> SynthesisResult:
     """`apply_rules` one sample at a time with the reference rules: the baseline for the vectorised rules."""
     pairs = list(zip(images.split(1), shifted.split(1)))
-    return _stack_results([image for image, _ in pairs], [rules_single(*pair, rules) for pair in pairs])
+    result = _stack_results([image for image, _ in pairs], [rules_single(*pair, rules) for pair in pairs])
+    return refine_kept(result, rules.refine)
 
 
 @torch.no_grad()
@@ -265,7 +306,7 @@ def synthesize_per_image(
         image, shifted = G.render(z_i, [seed]), G.render_shifted(z_i, shift, [seed])
         images.append(image)
         verdicts.append(rules_single(image, shifted, rules))
-    return _stack_results(images, verdicts)
+    return refine_kept(_stack_results(images, verdicts), rules.refine)
 
 
 def _cpu_generator(rng: int | torch.Generator | None) -> torch.Generator:
@@ -297,6 +338,7 @@ class MaskSynthesizer:
         max_fraction: float = 0.5,
         maxes_filter: bool = True,
         connected_components: bool = True,
+        refine: Refinement = "none",
         embeddings: np.ndarray | Tensor | None = None,
         z_noise: float = 0.0,
         batch_size: int = 95,
@@ -309,7 +351,7 @@ class MaskSynthesizer:
             raise ValueError(f"embeddings must have shape [N >= 1, {G.dim_z}], got {list(embeddings.shape)}")
         self.G = G
         self.direction = as_direction(direction, G.dim_z)
-        self.rules = MaskRules(r, rule, max_fraction, maxes_filter, connected_components)
+        self.rules = MaskRules(r, rule, max_fraction, maxes_filter, connected_components, refine)
         self.embeddings = embeddings
         self.z_noise = z_noise
         self.batch_size = batch_size

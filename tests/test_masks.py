@@ -18,6 +18,7 @@ from helpers.masks import (
     as_direction,
     components_filter,
     components_filter_single,
+    grabcut_refine,
     count_maxima,
     count_maxima_single,
     gray,
@@ -229,12 +230,12 @@ def test_filters_can_be_switched_off(G, direction):
     assert torch.equal(raw.masks, (gray(images) < gray(shifted)).long())
 
 
-@pytest.mark.parametrize("rule", ["lighting", "mean_thr"])
-def test_vectorised_rules_are_bit_identical_to_per_image_rules(G, direction, rule):
+@pytest.mark.parametrize("rule,refine", [("lighting", "none"), ("mean_thr", "none"), ("lighting", "grabcut")])
+def test_vectorised_rules_are_bit_identical_to_per_image_rules(G, direction, rule, refine):
     z = G.sample_z(24, seed=10)
     images, shifted = G(torch.cat([z, z + 5.0 * direction])).chunk(2)
-    fast = apply_rules(images, shifted, MaskRules(rule=rule))
-    slow = apply_rules_per_image(images, shifted, MaskRules(rule=rule))
+    fast = apply_rules(images, shifted, MaskRules(rule=rule, refine=refine))
+    slow = apply_rules_per_image(images, shifted, MaskRules(rule=rule, refine=refine))
     assert torch.equal(fast.masks, slow.masks)
     assert torch.equal(fast.area_ok, slow.area_ok) and torch.equal(fast.maxes_ok, slow.maxes_ok)
 
@@ -347,3 +348,44 @@ def test_masks_of_a_noisy_generator_come_from_the_shift_alone(noisy_stylegan2):
     zero = torch.zeros(G.dim_z)
     for fn in (synthesize, synthesize_per_image):
         assert fn(G, z, zero, MaskRules(r=5.0)).masks.float().mean() < 0.01  # unshared noise marks about half
+
+
+def _disk_scene(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy 64-px image: a disk of one colour on a background of another, and the disk's mask."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:64, :64]
+    disk = (yy - 30) ** 2 + (xx - 34) ** 2 < 14**2
+    colours = rng.integers(0, 256, (2, 3))
+    image = np.where(disk[..., None], colours[0], colours[1]) + rng.normal(0, 12, (64, 64, 3))
+    return np.clip(image, 0, 255).astype(np.uint8), disk
+
+
+def test_grabcut_snaps_a_sloppy_mask_to_the_object():
+    scenes = [_disk_scene(seed) for seed in range(4)]
+    images = np.stack([image for image, _ in scenes])
+    truth = np.stack([disk for _, disk in scenes])
+    sloppy = np.roll(truth, (4, -5), axis=(1, 2))  # the object's shape, misplaced by 6 px
+    sloppy[2] = False  # empty and full masks are left alone
+    sloppy[3] = True
+
+    def iou(a: np.ndarray, b: np.ndarray) -> float:
+        return float((a & b).sum() / (a | b).sum())
+
+    refined = grabcut_refine(images, sloppy)
+    for i in (0, 1):
+        assert iou(sloppy[i], truth[i]) < 0.6 and iou(refined[i], truth[i]) > 0.95
+    assert not refined[2].any() and refined[3].all()
+    # each mask's result depends on its own image and mask only, not on what ran before
+    assert np.array_equal(grabcut_refine(images[1::-1], sloppy[1::-1]), refined[1::-1])
+
+
+def test_refinement_changes_only_kept_masks_and_no_verdict(G, direction):
+    z = G.sample_z(24, seed=10)
+    images, shifted = G(torch.cat([z, z + 5.0 * direction])).chunk(2)
+    plain = apply_rules(images, shifted)
+    refined = apply_rules(images, shifted, MaskRules(refine="grabcut"))
+    assert torch.equal(plain.area_ok, refined.area_ok) and torch.equal(plain.maxes_ok, refined.maxes_ok)
+    assert torch.equal(plain.masks[~plain.keep], refined.masks[~plain.keep])
+    assert not torch.equal(plain.masks[plain.keep], refined.masks[plain.keep])
+    with pytest.raises(ValueError, match="refine must be"):
+        MaskRules(refine="crf")
