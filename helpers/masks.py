@@ -39,6 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -145,10 +146,9 @@ def grabcut_refine(images: np.ndarray, masks: np.ndarray, iterations: int = GRAB
 
     images uint8 [B, H, W, 3] RGB, masks bool [B, H, W]. GrabCut starts from the mask as *probable*
     foreground and the rest as probable background, fits one colour model per region and image, and
-    re-labels pixels by colour and edges. Empty or full masks stay as they are. About 8 ms per 64-px mask on a CPU core.
+    re-labels pixels by colour and edges. Empty or full masks stay as they are. About 8 ms per 64-px mask
+    on a CPU core.
     """
-    import cv2
-
     refined = masks.copy()
     for i, (image, mask) in enumerate(zip(images, masks)):
         if mask.all() or not mask.any():
