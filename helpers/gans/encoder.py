@@ -109,9 +109,8 @@ def train_encoder(
         opt.step()
         sched.step()
         losses.append(loss.item())
-        if len(losses) % checkpoint_every == 0:
+        if len(losses) % checkpoint_every == 0 or len(losses) == steps:
             save()
-    save()
     return losses
 
 

@@ -52,10 +52,12 @@ class DirectionExplorer:
     def render(self) -> dict[str, np.ndarray]:
         """The current original, shifted image (uint8 H x W x 3) and mask (uint8 H x W, 255 = object)."""
         z = self.G.sample_z(1, self.seed.value)
-        shift = self.magnitude.value * self.directions[self.direction.value].to(z.device)
-        images = self.G.render(z, [self.seed.value]), self.G.render_shifted(z, shift, [self.seed.value])
-        mask = raw_masks(*images, "lighting")[0]
-        original, shifted = to_uint8(torch.cat(images))
+        shift = self.magnitude.value * self.directions[self.direction.value].to(z.device).reshape(1, -1)
+        # one batched forward: the original is the zero shift, in whatever space the generator shifts
+        shifts = torch.cat([torch.zeros_like(shift), shift])
+        images = self.G.render_shifted(torch.cat([z, z]), shifts, [self.seed.value] * 2)
+        mask = raw_masks(images[:1], images[1:], "lighting")[0]
+        original, shifted = to_uint8(images)
         return {"original": original, "shifted": shifted, "mask": mask.byte().mul(255).cpu().numpy()}
 
     def update(self) -> dict[str, np.ndarray]:
