@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from helpers.gans.base import Generator, to_uint8
 from helpers.io import load_checkpoint, save_torch
-from helpers.masks import gray, raw_masks
+from helpers.masks import MaskRules, apply_rules, grabcut_refine, gray, raw_masks
 
 DEFORMATOR_KINDS = ("ortho", "linear", "proj")
 
@@ -292,12 +292,18 @@ def _pixels(images: Tensor) -> Tensor:
 
 
 @torch.no_grad()
+def _rendered(G: Generator, z: Tensor, shift: Tensor | None = None, batch_size: int = 64) -> Tensor:
+    """G(z), or its shifted twin for ``shift``, in batches; latent i always with noise seed i."""
+    parts = []
+    for i in range(0, len(z), batch_size):
+        zc, seeds = z[i : i + batch_size], list(range(i, min(i + batch_size, len(z))))
+        parts.append(G.render(zc, seeds) if shift is None else G.render_shifted(zc, shift, seeds))
+    return torch.cat(parts)
+
+
 def _pairs(G: Generator, z: Tensor, shifts: Tensor, batch_size: int = 64) -> tuple[Tensor, Tensor]:
-    """G(z) and the shifted G(z + s) for every shift s, latent i always with noise seed i."""
-    chunks = [(z[i : i + batch_size], list(range(i, min(i + batch_size, len(z))))) for i in range(0, len(z), batch_size)]
-    base = torch.cat([G.render(zc, seeds) for zc, seeds in chunks])
-    shifted = torch.stack([torch.cat([G.render_shifted(zc, s, seeds) for zc, seeds in chunks]) for s in shifts])
-    return base, shifted  # [N, 3, H, W], [D, N, 3, H, W]
+    """G(z) [N, 3, H, W] and the shifted G(z + s) for every shift s [D, N, 3, H, W]."""
+    return _rendered(G, z, None, batch_size), torch.stack([_rendered(G, z, s, batch_size) for s in shifts])
 
 
 def two_map_scores(G: Generator, shifts: Tensor, n_latents: int = 64, train_steps: int = 200, test_batches: int = 5,
@@ -355,13 +361,53 @@ def orient(masks: Tensor, delta_gray: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return frac, contrast, torch.where(contrast >= 0, 1.0, -1.0)
 
 
+@torch.no_grad()
+def image_consistency(G: Generator, shifts: Tensor, n_latents: int = 64, seed: int = 0,
+                      progress: bool = False) -> tuple[Tensor, Tensor]:
+    """Per latent shift [D, dim_z]: how well the image itself explains its masks, and the filters' pass rate.
+
+    The masks are the reference rules' (LIGHTING, components, area and maxes filters) on ``n_latents``
+    latents (the same as `two_map_scores` for the same seed); consistency is the mean IoU between each kept
+    mask and its GrabCut re-fit to the image's own colours and edges (an empty mask counts 0, as does a
+    direction with no kept mask). An object/background direction gives masks that follow the image; a
+    texture, highlight or layout change gives masks that GrabCut moves.
+    """
+    G = G.eval()
+    z = torch.randn(n_latents, G.dim_z, generator=torch.Generator().manual_seed(seed)).to(G.device)
+    base = _rendered(G, z)
+    images = to_uint8(base)
+    rules = MaskRules()
+    consistency, kept = torch.zeros(len(shifts)), torch.zeros(len(shifts))
+    for d, shift in enumerate(tqdm(shifts.to(G.device), desc="image consistency", disable=not progress)):
+        result = apply_rules(base, _rendered(G, z, shift), rules)
+        keep = result.keep.cpu().numpy()
+        kept[d] = float(keep.mean())
+        if keep.any():
+            masks = result.masks.bool().cpu().numpy()[keep]
+            refined = grabcut_refine(images[keep], masks)
+            union = (masks | refined).sum((1, 2))
+            consistency[d] = float(np.mean((masks & refined).sum((1, 2)) / np.maximum(union, 1)))
+    return consistency, kept
+
+
+RANKINGS = ("relative", "consistency")
+
+
 def rank_directions(G: Generator, directions: Tensor, magnitude: float, min_fraction: float = 0.02,
-                    max_fraction: float = 0.5, **score_kwargs: Any) -> list[dict[str, float]]:
+                    max_fraction: float = 0.5, by: str = "relative", min_kept: float = 0.1,
+                    consistency_latents: int = 256, progress: bool = False,
+                    **score_kwargs: Any) -> list[dict[str, float]]:
     """Scores unit ``directions`` [K, dim_z] at ``magnitude`` and ranks them, best background direction first.
 
     Candidates whose object cluster covers between ``min_fraction`` and ``max_fraction`` of the pixels are
-    ranked by the relative two-map score (lower first); the rest follow, also by relative score.
+    plausible. ``by="relative"`` ranks them by the relative two-map score (lower first); the rest follow,
+    also by relative score. ``by="consistency"`` (beyond the reference) also scores every oriented candidate
+    with `image_consistency` on ``consistency_latents`` latents and ranks the plausible ones whose masks
+    pass the filters at least ``min_kept`` of the time by consistency (higher first). Consistency is a mean
+    over the kept masks, whose IoUs spread widely: 64 latents leave it noisy (±0.08), 256 do not (±0.02).
     """
+    if by not in RANKINGS:
+        raise ValueError(f"by must be one of {RANKINGS}, got {by!r}")
     result = two_map_scores(G, magnitude * directions, **score_kwargs)
     frac, contrast, sign = orient(result["masks"], result["delta_gray"])
     rows = [
@@ -371,7 +417,13 @@ def rank_directions(G: Generator, directions: Tensor, magnitude: float, min_frac
          "plausible": bool(min_fraction <= frac[k] <= max_fraction)}
         for k in range(len(directions))
     ]
-    return sorted(rows, key=lambda r: (not r["plausible"], r["relative"]))
+    if by == "relative":
+        return sorted(rows, key=lambda r: (not r["plausible"], r["relative"]))
+    consistency, kept = image_consistency(G, magnitude * sign[:, None].to(directions) * directions,
+                                          consistency_latents, score_kwargs.get("seed", 0), progress)
+    for row, c, k in zip(rows, consistency.tolist(), kept.tolist()):
+        row.update(consistency=c, kept=k, plausible=row["plausible"] and k >= min_kept)
+    return sorted(rows, key=lambda r: (not r["plausible"], -r["consistency"], -r["kept"]))
 
 
 def fit_direction(G: Generator, z: Tensor, masks: Tensor, magnitude: float, steps: int = 300, batch_size: int = 32,

@@ -16,6 +16,7 @@ from helpers.directions import (
     DirectionDiscovery,
     DiscoveryConfig,
     fit_direction,
+    image_consistency,
     load_direction,
     pca_directions,
     rank_directions,
@@ -212,3 +213,19 @@ def test_choose_takes_the_top_row_or_a_named_candidate():
     assert choose(ranking, "pca 0")["name"] == "pca 0"
     with pytest.raises(KeyError, match="no candidate 'pca 9'; candidates: discovered 3, pca 0"):
         choose(ranking, "pca 9")
+
+
+def test_consistency_ranking_prefers_masks_that_follow_the_image():
+    G = ToyGenerator()
+    consistency, kept = image_consistency(G, 4.0 * torch.eye(4), n_latents=16)
+    assert consistency[0] > 0.9 and kept[0] > 0.5  # the disc: GrabCut keeps the mask
+    assert consistency[1] < 0.6  # the stripes: masks of thin bands that the image's colours do not explain
+    darker, _ = image_consistency(G, -4.0 * torch.eye(4), n_latents=16)
+    assert (darker == 0).all()  # the background lightens (rejected by the area filter) or nothing does
+    rows = rank_directions(G, torch.eye(4), 4.0, by="consistency", n_latents=16, train_steps=150)
+    assert rows[0]["index"] == 0 and rows[0]["sign"] == 1.0
+    assert all(rows[0]["consistency"] >= r["consistency"] for r in rows if r["plausible"])
+    flipped = rank_directions(G, -torch.eye(4)[:1], 4.0, by="consistency", n_latents=16, train_steps=150)
+    assert flipped[0]["consistency"] == pytest.approx(rows[0]["consistency"])  # scored in its oriented form
+    with pytest.raises(ValueError, match="by must be one of"):
+        rank_directions(G, torch.eye(4), 4.0, by="contrast")

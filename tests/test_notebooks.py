@@ -127,6 +127,7 @@ def test_direction_finding_notebook_outputs(smoke_run):
     ranking = json.loads((out / "ranking.json").read_text())
     assert len(ranking["ranking"]) == params["N_DIRECTIONS"] + params["PCA_COMPONENTS"]
     assert ranking["chosen"] == ranking["ranking"][0] and ranking["chosen"]["sign"] in (-1.0, 1.0)
+    assert ranking["rank_by"] == "consistency" and 0 <= ranking["chosen"]["consistency"] <= 1
     from helpers.directions import load_direction
 
     assert load_direction(out / "bg_direction.pth", 60).norm().item() == pytest.approx(1.0, abs=1e-5)
