@@ -22,6 +22,11 @@ reference, all for speed: the four-latent batches are drawn from one pool genera
 and all directions are fitted at once as a batch of independent problems (Adam is per-parameter, so
 this equals fitting them one by one).
 
+Image consistency (beyond the reference; ``rank_directions(by="consistency")``, notebook 03's default): each
+oriented candidate's reference masks that pass the filters are re-fitted to their own images with GrabCut,
+and the mean IoU between mask and re-fit ranks the candidates (higher first). On the default generators it
+orders candidates by the quality of their masks better than the residual does (README).
+
 `choose` takes the ranking's winner or a named candidate (a researcher's pick). `fit_direction` fits a
 direction *with labels*; it is a diagnosis (the best one direction can do on a generator), not the method.
 """
