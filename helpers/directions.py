@@ -409,7 +409,7 @@ def rank_directions(G: Generator, directions: Tensor, magnitude: float, min_frac
     also by relative score. ``by="consistency"`` (beyond the reference) also scores every oriented candidate
     with `image_consistency` on ``consistency_latents`` latents and ranks the plausible ones whose masks
     pass the filters at least ``min_kept`` of the time by consistency (higher first). Consistency is a mean
-    over the kept masks, whose IoUs spread widely: 64 latents leave it noisy (±0.08), 256 do not (±0.02).
+    over the kept masks, whose IoUs spread widely, so it needs a few hundred latents to rank by (README).
     """
     if by not in RANKINGS:
         raise ValueError(f"by must be one of {RANKINGS}, got {by!r}")
