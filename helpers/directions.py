@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from helpers.gans.base import Generator, to_uint8
 from helpers.io import load_checkpoint, save_torch
-from helpers.masks import MaskRules, apply_rules, grabcut_refine, gray, raw_masks
+from helpers.masks import MaskRules, apply_rules, grabcut_refine, gray, mask_iou, raw_masks
 
 DEFORMATOR_KINDS = ("ortho", "linear", "proj")
 
@@ -389,9 +389,7 @@ def image_consistency(G: Generator, shifts: Tensor, n_latents: int = 64, seed: i
         kept[d] = float(keep.mean())
         if keep.any():
             masks = result.masks.bool().cpu().numpy()[keep]
-            refined = grabcut_refine(images[keep], masks)
-            union = (masks | refined).sum((1, 2))
-            consistency[d] = float(np.mean((masks & refined).sum((1, 2)) / np.maximum(union, 1)))
+            consistency[d] = float(mask_iou(masks, grabcut_refine(images[keep], masks)).mean())
     return consistency, kept
 
 

@@ -21,6 +21,9 @@ the reference mask generator of "Big GANs Are Watching You" (spec §5 and §10, 
 * **Refinement** (off by default; beyond the reference): ``refine="grabcut"`` re-fits each kept mask to
   its own image with GrabCut (the mask as probable foreground, the rest as probable background). The
   filters' verdicts stay those of the reference masks.
+* **Consistency filter** (off by default; beyond the reference): ``min_consistency=t`` keeps a sample only
+  if its mask and that re-fit agree with IoU >= t: masks that GrabCut would move or empty are dropped
+  rather than trained on.
 
 `synthesize` applies the rules to a whole batch: one generator forward on ``cat([z, z + r h])`` (``G.pair``),
 every rule on the generator's device, and one host round trip for the connected components (all
@@ -71,27 +74,35 @@ class MaskRules:
     maxes_filter: bool = True
     connected_components: bool = True
     refine: Refinement = "none"
+    min_consistency: float = 0.0
 
     def __post_init__(self) -> None:
         if self.rule not in ("lighting", "mean_thr"):
             raise ValueError(f"rule must be 'lighting' or 'mean_thr', got {self.rule!r}")
         if self.refine not in ("none", "grabcut"):
             raise ValueError(f"refine must be 'none' or 'grabcut', got {self.refine!r}")
+        if not 0.0 <= self.min_consistency <= 1.0:
+            raise ValueError(f"min_consistency must lie in [0, 1], got {self.min_consistency}")
 
 
 @dataclass(frozen=True)
 class SynthesisResult:
-    """Images G(z), masks (long {0, 1}) and per-sample filter verdicts for a batch of latents."""
+    """Images G(z), masks (long {0, 1}) and per-sample filter verdicts for a batch of latents.
+
+    ``consistent_ok`` is None unless the consistency filter ran (``MaskRules.min_consistency > 0``).
+    """
 
     images: Tensor
     masks: Tensor
     area_ok: Tensor
     maxes_ok: Tensor
+    consistent_ok: Tensor | None = None
 
     @property
     def keep(self) -> Tensor:
         """Samples that pass every filter."""
-        return self.area_ok & self.maxes_ok
+        keep = self.area_ok & self.maxes_ok
+        return keep if self.consistent_ok is None else keep & self.consistent_ok
 
 
 class SyntheticBatch(NamedTuple):
@@ -161,15 +172,30 @@ def grabcut_refine(images: np.ndarray, masks: np.ndarray, iterations: int = GRAB
     return refined
 
 
-def refine_kept(result: SynthesisResult, refine: Refinement) -> SynthesisResult:
-    """The result with the masks of the samples that pass the filters refined; verdicts stay the reference's."""
-    if refine == "none" or not result.keep.any():
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-sample IoU of two bool mask stacks [B, H, W]; 0 where both are empty."""
+    return (a & b).sum((1, 2)) / np.maximum((a | b).sum((1, 2)), 1)
+
+
+def refine_kept(result: SynthesisResult, rules: MaskRules) -> SynthesisResult:
+    """GrabCut on the masks of the samples that pass the reference filters, when the rules ask for it.
+
+    ``refine="grabcut"`` replaces those masks by their re-fits; ``min_consistency > 0`` also drops the samples
+    whose mask and re-fit agree with IoU below it (the consistency filter). The reference verdicts stay.
+    """
+    if rules.refine == "none" and rules.min_consistency == 0:
         return result
     keep = result.keep
     masks = result.masks.clone()
-    refined = grabcut_refine(to_uint8(result.images[keep]), masks[keep].bool().cpu().numpy())
-    masks[keep] = torch.from_numpy(refined).to(masks)
-    return SynthesisResult(result.images, masks, result.area_ok, result.maxes_ok)
+    consistent = torch.ones_like(keep) if rules.min_consistency > 0 else None
+    if keep.any():
+        original = masks[keep].bool().cpu().numpy()
+        refined = grabcut_refine(to_uint8(result.images[keep]), original)
+        if rules.refine == "grabcut":
+            masks[keep] = torch.from_numpy(refined).to(masks)
+        if consistent is not None:
+            consistent[keep] = torch.from_numpy(mask_iou(original, refined) >= rules.min_consistency).to(keep.device)
+    return SynthesisResult(result.images, masks, result.area_ok, result.maxes_ok, consistent)
 
 
 def area_ok(masks: Tensor, max_fraction: float = 0.5) -> Tensor:
@@ -239,7 +265,7 @@ def apply_rules(images: Tensor, shifted: Tensor, rules: MaskRules = MaskRules())
         masks = components_filter(masks)
     fits = area_ok(masks, rules.max_fraction)
     bimodal = maxes_ok(shifted) if rules.maxes_filter else torch.ones_like(fits)
-    return refine_kept(SynthesisResult(images, masks.long(), fits, bimodal), rules.refine)
+    return refine_kept(SynthesisResult(images, masks.long(), fits, bimodal), rules)
 
 
 @torch.no_grad()
@@ -284,7 +310,7 @@ def apply_rules_per_image(images: Tensor, shifted: Tensor, rules: MaskRules = Ma
     """`apply_rules` one sample at a time with the reference rules: the baseline for the vectorised rules."""
     pairs = list(zip(images.split(1), shifted.split(1)))
     result = _stack_results([image for image, _ in pairs], [rules_single(*pair, rules) for pair in pairs])
-    return refine_kept(result, rules.refine)
+    return refine_kept(result, rules)
 
 
 @torch.no_grad()
@@ -306,7 +332,7 @@ def synthesize_per_image(
         image, shifted = G.render(z_i, [seed]), G.render_shifted(z_i, shift, [seed])
         images.append(image)
         verdicts.append(rules_single(image, shifted, rules))
-    return refine_kept(_stack_results(images, verdicts), rules.refine)
+    return refine_kept(_stack_results(images, verdicts), rules)
 
 
 def _cpu_generator(rng: int | torch.Generator | None) -> torch.Generator:
@@ -339,6 +365,7 @@ class MaskSynthesizer:
         maxes_filter: bool = True,
         connected_components: bool = True,
         refine: Refinement = "none",
+        min_consistency: float = 0.0,
         embeddings: np.ndarray | Tensor | None = None,
         z_noise: float = 0.0,
         batch_size: int = 95,
@@ -351,7 +378,7 @@ class MaskSynthesizer:
             raise ValueError(f"embeddings must have shape [N >= 1, {G.dim_z}], got {list(embeddings.shape)}")
         self.G = G
         self.direction = as_direction(direction, G.dim_z)
-        self.rules = MaskRules(r, rule, max_fraction, maxes_filter, connected_components, refine)
+        self.rules = MaskRules(r, rule, max_fraction, maxes_filter, connected_components, refine, min_consistency)
         self.embeddings = embeddings
         self.z_noise = z_noise
         self.batch_size = batch_size
@@ -379,7 +406,7 @@ class MaskSynthesizer:
         """``batch_size`` survivors, drawing fresh latents until enough pass (``z``, if given, is tried first)."""
         n = batch_size or self.batch_size
         kept: list[SyntheticBatch] = []
-        count = rejected_area = rejected_maxes = generated = 0
+        count = rejected_area = rejected_maxes = rejected_consistency = generated = 0
         for attempt in range(self.max_tries):
             latents = z if attempt == 0 and z is not None else self.sample_z(n)
             result = synthesize(self.G, latents, self.direction, self.rules)
@@ -389,6 +416,8 @@ class MaskSynthesizer:
             generated += len(keep)
             rejected_area += area_out
             rejected_maxes += maxes_out
+            if result.consistent_ok is not None:
+                rejected_consistency += int((~result.consistent_ok).sum())
             count += passed
             if count >= n:
                 break
@@ -400,6 +429,8 @@ class MaskSynthesizer:
                 f"({generated} latents): the area filter (foreground fraction < {self.rules.max_fraction}) "
                 f"rejected {rejected_area}, the maxes filter (>= {MIN_MAXIMA} histogram maxima) "
                 f"rejected {rejected_maxes}"
+                + (f", the consistency filter (IoU with the GrabCut re-fit >= {self.rules.min_consistency}) "
+                   f"rejected {rejected_consistency}" if self.rules.min_consistency > 0 else "")
             )
         return SyntheticBatch(*(torch.cat(parts)[:n] for parts in zip(*kept)))
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.gans import load
+from helpers.gans import load, to_uint8
 from helpers.gans.base import Generator
 from helpers.masks import (
     MaskRules,
@@ -19,6 +19,7 @@ from helpers.masks import (
     components_filter,
     components_filter_single,
     grabcut_refine,
+    mask_iou,
     count_maxima,
     count_maxima_single,
     gray,
@@ -230,13 +231,14 @@ def test_filters_can_be_switched_off(G, direction):
     assert torch.equal(raw.masks, (gray(images) < gray(shifted)).long())
 
 
-@pytest.mark.parametrize("rule,refine", [("lighting", "none"), ("mean_thr", "none"), ("lighting", "grabcut")])
-def test_vectorised_rules_are_bit_identical_to_per_image_rules(G, direction, rule, refine):
+@pytest.mark.parametrize("rule,refine,min_consistency", [("lighting", "none", 0.0), ("mean_thr", "none", 0.0),
+                                                          ("lighting", "grabcut", 0.0), ("lighting", "grabcut", 0.7)])
+def test_vectorised_rules_are_bit_identical_to_per_image_rules(G, direction, rule, refine, min_consistency):
     z = G.sample_z(24, seed=10)
     images, shifted = G(torch.cat([z, z + 5.0 * direction])).chunk(2)
-    fast = apply_rules(images, shifted, MaskRules(rule=rule, refine=refine))
-    slow = apply_rules_per_image(images, shifted, MaskRules(rule=rule, refine=refine))
-    assert torch.equal(fast.masks, slow.masks)
+    rules = MaskRules(rule=rule, refine=refine, min_consistency=min_consistency)
+    fast, slow = apply_rules(images, shifted, rules), apply_rules_per_image(images, shifted, rules)
+    assert torch.equal(fast.masks, slow.masks) and torch.equal(fast.keep, slow.keep)
     assert torch.equal(fast.area_ok, slow.area_ok) and torch.equal(fast.maxes_ok, slow.maxes_ok)
 
 
@@ -389,3 +391,29 @@ def test_refinement_changes_only_kept_masks_and_no_verdict(G, direction):
     assert not torch.equal(plain.masks[plain.keep], refined.masks[plain.keep])
     with pytest.raises(ValueError, match="refine must be"):
         MaskRules(refine="crf")
+
+
+def test_consistency_filter_drops_exactly_the_masks_grabcut_disagrees_with(G, direction):
+    z = G.sample_z(32, seed=11)
+    images, shifted = G(torch.cat([z, z + 5.0 * direction])).chunk(2)
+    plain = apply_rules(images, shifted)
+    kept = plain.keep
+    masks = plain.masks[kept].bool().numpy()
+    agreement = mask_iou(masks, grabcut_refine(to_uint8(images[kept]), masks))
+    assert 0 < (agreement >= 0.7).sum() < kept.sum()  # the filter has something to drop and something to keep
+    filtered = apply_rules(images, shifted, MaskRules(min_consistency=0.7))
+    assert torch.equal(filtered.masks, plain.masks)  # without refinement the masks stay the reference's
+    assert torch.equal(filtered.area_ok, plain.area_ok) and torch.equal(filtered.maxes_ok, plain.maxes_ok)
+    expected = kept.clone()
+    expected[kept] = torch.from_numpy(agreement >= 0.7)
+    assert torch.equal(filtered.keep, expected)
+    both = apply_rules(images, shifted, MaskRules(refine="grabcut", min_consistency=0.7))
+    assert torch.equal(both.keep, expected) and not torch.equal(both.masks[expected], plain.masks[expected])
+    with pytest.raises(ValueError, match="min_consistency"):
+        MaskRules(min_consistency=1.5)
+
+
+def test_synthesizer_reports_the_consistency_filter_when_it_starves(G, direction):
+    synth = MaskSynthesizer(G, direction, min_consistency=1.0, max_tries=2, rng=0)
+    with pytest.raises(RuntimeError, match="the consistency filter .* rejected"):
+        synth.batch(64)

@@ -195,12 +195,12 @@ def test_style_space_directions_run_through_notebooks_03_and_04(tmp_path):
               "GENERATOR": "default-stylegan2", "SHIFT_SPACE": "w:32"}
     found = run_notebook(NOTEBOOKS_BY_NAME["03_direction_finding.ipynb"], tmp_path, params, timeout=600)
     used = run_notebook(NOTEBOOKS_BY_NAME["04_unsupervised_segmentation.ipynb"], tmp_path,
-                        {**params, "REFINE_MASKS": "grabcut"}, timeout=600)
+                        {**params, "REFINE_MASKS": "grabcut", "MIN_CONSISTENCY": 0.1}, timeout=600)
     assert found.status == used.status == "passed", (found.error, used.error)
     ranking = json.loads((tmp_path / "03_direction_finding" / "ranking.json").read_text())
     assert (ranking["generator"], ranking["shift_space"]) == ("default-stylegan2", "w:32")
     assert used.metrics["shift_space"] == "w:32" and used.metrics["generator"] == "default-stylegan2"
-    assert used.metrics["refine_masks"] == "grabcut"
+    assert used.metrics["refine_masks"] == "grabcut" and used.metrics["min_consistency"] == 0.1
     clash = run_notebook(NOTEBOOKS_BY_NAME["04_unsupervised_segmentation.ipynb"], tmp_path,
                          {**params, "SHIFT_SPACE": "z"}, timeout=600)
     assert clash.status == "failed" and "shift_space 'w:32' (asked for 'z')" in clash.error
