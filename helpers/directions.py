@@ -372,7 +372,7 @@ def image_consistency(G: Generator, shifts: Tensor, n_latents: int = 64, seed: i
     """Per latent shift [D, dim_z]: how well the image itself explains its masks, and the filters' pass rate.
 
     The masks are the reference rules' (LIGHTING, components, area and maxes filters) on ``n_latents``
-    latents (the same as `two_map_scores` for the same seed); consistency is the mean IoU between each kept
+    latents (drawn as `two_map_scores` draws its own for the same seed); consistency is the mean IoU between each kept
     mask and its GrabCut re-fit to the image's own colours and edges (an empty mask counts 0, as does a
     direction with no kept mask). An object/background direction gives masks that follow the image; a
     texture, highlight or layout change gives masks that GrabCut moves.

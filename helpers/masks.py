@@ -22,8 +22,8 @@ the reference mask generator of "Big GANs Are Watching You" (spec §5 and §10, 
   its own image with GrabCut (the mask as probable foreground, the rest as probable background). The
   filters' verdicts stay those of the reference masks.
 * **Consistency filter** (off by default; beyond the reference): ``min_consistency=t`` keeps a sample only
-  if its mask and that re-fit agree with IoU >= t: masks that GrabCut would move or empty are dropped
-  rather than trained on.
+  if its mask and that re-fit agree with IoU >= t: masks that GrabCut would move or empty (and empty masks)
+  are dropped rather than trained on.
 
 `synthesize` applies the rules to a whole batch: one generator forward on ``cat([z, z + r h])`` (``G.pair``),
 every rule on the generator's device, and one host round trip for the connected components (all
