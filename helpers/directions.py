@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from helpers.gans.base import Generator, to_uint8
 from helpers.io import load_checkpoint, save_torch
-from helpers.masks import MaskRules, apply_rules, grabcut_refine, gray, mask_iou, raw_masks
+from helpers.masks import MaskRules, apply_rules, grabcut_agreement, gray, raw_masks
 
 DEFORMATOR_KINDS = ("ortho", "linear", "proj")
 
@@ -388,8 +388,8 @@ def image_consistency(G: Generator, shifts: Tensor, n_latents: int = 64, seed: i
         keep = result.keep.cpu().numpy()
         kept[d] = float(keep.mean())
         if keep.any():
-            masks = result.masks.bool().cpu().numpy()[keep]
-            consistency[d] = float(mask_iou(masks, grabcut_refine(images[keep], masks)).mean())
+            _, agreement = grabcut_agreement(images[keep], result.masks.bool().cpu().numpy()[keep])
+            consistency[d] = float(agreement.mean())
     return consistency, kept
 
 

@@ -177,6 +177,16 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a & b).sum((1, 2)) / np.maximum((a | b).sum((1, 2)), 1)
 
 
+def grabcut_agreement(images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each mask's GrabCut re-fit and the per-sample IoU between mask and re-fit (its *consistency*).
+
+    The one definition that the consistency filter and the image-consistency ranking of candidate
+    directions share; an empty mask has consistency 0.
+    """
+    refined = grabcut_refine(images, masks)
+    return refined, mask_iou(masks, refined)
+
+
 def refine_kept(result: SynthesisResult, rules: MaskRules) -> SynthesisResult:
     """GrabCut on the masks of the samples that pass the reference filters, when the rules ask for it.
 
@@ -189,12 +199,11 @@ def refine_kept(result: SynthesisResult, rules: MaskRules) -> SynthesisResult:
     masks = result.masks.clone()
     consistent = torch.ones_like(keep) if rules.min_consistency > 0 else None
     if keep.any():
-        original = masks[keep].bool().cpu().numpy()
-        refined = grabcut_refine(to_uint8(result.images[keep]), original)
+        refined, agreement = grabcut_agreement(to_uint8(result.images[keep]), masks[keep].bool().cpu().numpy())
         if rules.refine == "grabcut":
             masks[keep] = torch.from_numpy(refined).to(masks)
         if consistent is not None:
-            consistent[keep] = torch.from_numpy(mask_iou(original, refined) >= rules.min_consistency).to(keep.device)
+            consistent[keep] = torch.from_numpy(agreement >= rules.min_consistency).to(keep.device)
     return SynthesisResult(result.images, masks, result.area_ok, result.maxes_ok, consistent)
 
 
