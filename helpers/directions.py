@@ -398,7 +398,7 @@ RANKINGS = ("relative", "consistency")
 
 def rank_directions(G: Generator, directions: Tensor, magnitude: float, min_fraction: float = 0.02,
                     max_fraction: float = 0.5, by: str = "relative", min_kept: float = 0.1,
-                    consistency_latents: int = 256, progress: bool = False,
+                    consistency_latents: int = 256, seed: int = 0, progress: bool = False,
                     **score_kwargs: Any) -> list[dict[str, float]]:
     """Scores unit ``directions`` [K, dim_z] at ``magnitude`` and ranks them, best background direction first.
 
@@ -408,10 +408,11 @@ def rank_directions(G: Generator, directions: Tensor, magnitude: float, min_frac
     with `image_consistency` on ``consistency_latents`` latents and ranks the plausible ones whose masks
     pass the filters at least ``min_kept`` of the time by consistency (higher first). Consistency is a mean
     over the kept masks, whose IoUs spread widely, so it needs a few hundred latents to rank by (README).
+    ``seed`` draws the latents of both scores; ``score_kwargs`` go to `two_map_scores`.
     """
     if by not in RANKINGS:
         raise ValueError(f"by must be one of {RANKINGS}, got {by!r}")
-    result = two_map_scores(G, magnitude * directions, **score_kwargs)
+    result = two_map_scores(G, magnitude * directions, seed=seed, **score_kwargs)
     frac, contrast, sign = orient(result["masks"], result["delta_gray"])
     rows = [
         {"index": k, "score": result["score"][k].item(), "change": result["change"][k].item(),
@@ -423,7 +424,7 @@ def rank_directions(G: Generator, directions: Tensor, magnitude: float, min_frac
     if by == "relative":
         return sorted(rows, key=lambda r: (not r["plausible"], r["relative"]))
     consistency, kept = image_consistency(G, magnitude * sign[:, None].to(directions) * directions,
-                                          consistency_latents, score_kwargs.get("seed", 0), progress)
+                                          consistency_latents, seed, progress)
     for row, c, k in zip(rows, consistency.tolist(), kept.tolist()):
         row.update(consistency=c, kept=k, plausible=row["plausible"] and k >= min_kept)
     return sorted(rows, key=lambda r: (not r["plausible"], -r["consistency"], -r["kept"]))
