@@ -81,12 +81,15 @@ def main() -> None:
     parser.add_argument("--refine", default="none", choices=["none", "grabcut"], help="mask refinement (beyond the reference)")
     parser.add_argument("--min-consistency", type=float, default=0.0,
                         help="consistency filter: minimum IoU between a mask and its GrabCut re-fit (beyond the reference)")
+    parser.add_argument("--max-border", type=float, default=1.0,
+                        help="border filter: largest fraction of the image frame a mask may cover (beyond the reference)")
     parser.add_argument("--bigbigan-random", action="store_true", help="BigBiGAN-size generator with random weights")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     G, name = build_generator(args)
     h = build_direction(args.direction, G.dim_z)
-    rules = MaskRules(r=args.r, rule=args.rule, refine=args.refine, min_consistency=args.min_consistency)
+    rules = MaskRules(r=args.r, rule=args.rule, refine=args.refine, min_consistency=args.min_consistency,
+                      max_border=args.max_border)
     gen = torch.Generator().manual_seed(1)
     latents = [torch.randn(args.batch, G.dim_z, generator=gen).to(args.device) for _ in range(args.batches)]
     n = args.batch * args.batches

@@ -24,6 +24,10 @@ the reference mask generator of "Big GANs Are Watching You" (spec §5 and §10, 
 * **Consistency filter** (off by default; beyond the reference): ``min_consistency=t`` keeps a sample only
   if its mask and that re-fit agree with IoU >= t: masks that GrabCut would move or empty (and empty masks)
   are dropped rather than trained on.
+* **Border filter** (off by default; beyond the reference): ``max_border=t`` keeps a sample only if its mask (the
+  one the pair carries, after any refinement) covers at most a fraction t of the image's frame, the ring of
+  outermost pixels. It is the boundary prior of salient-object detection: a background region usually runs
+  into the frame, an object rarely covers much of it.
 
 `synthesize` applies the rules to a whole batch: one generator forward on ``cat([z, z + r h])`` (``G.pair``),
 every rule on the generator's device, and one host round trip for the connected components (all
@@ -39,7 +43,7 @@ and up to rare near-tie pixels end to end.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, NamedTuple
 
 import cv2
@@ -62,6 +66,9 @@ STACK_STRUCTURE = np.pad(np.ones((1, 3, 3), dtype=bool), ((1, 1), (0, 0), (0, 0)
 Rule = Literal["lighting", "mean_thr"]
 Refinement = Literal["none", "grabcut"]
 GRABCUT_ITERATIONS = 5
+# On a CPU the generator forward runs 2-4x faster per image in chunks of 16 latents (32 images) than in
+# batches of 128 or more, whose activations outgrow the caches (benchmarks/mask_synthesis.py --batch).
+CPU_LATENT_CHUNK = 16
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,7 @@ class MaskRules:
     connected_components: bool = True
     refine: Refinement = "none"
     min_consistency: float = 0.0
+    max_border: float = 1.0
 
     def __post_init__(self) -> None:
         if self.rule not in ("lighting", "mean_thr"):
@@ -83,13 +91,16 @@ class MaskRules:
             raise ValueError(f"refine must be 'none' or 'grabcut', got {self.refine!r}")
         if not 0.0 <= self.min_consistency <= 1.0:
             raise ValueError(f"min_consistency must lie in [0, 1], got {self.min_consistency}")
+        if not 0.0 <= self.max_border <= 1.0:
+            raise ValueError(f"max_border must lie in [0, 1], got {self.max_border}")
 
 
 @dataclass(frozen=True)
 class SynthesisResult:
     """Images G(z), masks (long {0, 1}) and per-sample filter verdicts for a batch of latents.
 
-    ``consistent_ok`` is None unless the consistency filter ran (``MaskRules.min_consistency > 0``).
+    ``consistent_ok`` is None unless the consistency filter ran (``MaskRules.min_consistency > 0``),
+    ``border_ok`` unless the border filter did (``MaskRules.max_border < 1``).
     """
 
     images: Tensor
@@ -97,12 +108,16 @@ class SynthesisResult:
     area_ok: Tensor
     maxes_ok: Tensor
     consistent_ok: Tensor | None = None
+    border_ok: Tensor | None = None
 
     @property
     def keep(self) -> Tensor:
         """Samples that pass every filter."""
         keep = self.area_ok & self.maxes_ok
-        return keep if self.consistent_ok is None else keep & self.consistent_ok
+        for verdict in (self.consistent_ok, self.border_ok):
+            if verdict is not None:
+                keep = keep & verdict
+        return keep
 
 
 class SyntheticBatch(NamedTuple):
@@ -204,7 +219,21 @@ def refine_kept(result: SynthesisResult, rules: MaskRules) -> SynthesisResult:
             masks[keep] = torch.from_numpy(refined).to(masks)
         if consistent is not None:
             consistent[keep] = torch.from_numpy(agreement >= rules.min_consistency).to(keep.device)
-    return SynthesisResult(result.images, masks, result.area_ok, result.maxes_ok, consistent)
+    return replace(result, masks=masks, consistent_ok=consistent)
+
+
+def border_fraction(masks: Tensor) -> Tensor:
+    """Per-mask fraction [B] of the image frame (the ring of outermost pixels) that the mask covers."""
+    m = masks.bool()
+    frame = torch.cat([m[:, 0], m[:, -1], m[:, 1:-1, 0], m[:, 1:-1, -1]], dim=1)
+    return frame.float().mean(1)
+
+
+def check_border(result: SynthesisResult, rules: MaskRules) -> SynthesisResult:
+    """The border filter on the masks the samples carry (after any refinement), when the rules ask for it."""
+    if rules.max_border >= 1:
+        return result
+    return replace(result, border_ok=border_fraction(result.masks) <= rules.max_border)
 
 
 def area_ok(masks: Tensor, max_fraction: float = 0.5) -> Tensor:
@@ -274,16 +303,18 @@ def apply_rules(images: Tensor, shifted: Tensor, rules: MaskRules = MaskRules())
         masks = components_filter(masks)
     fits = area_ok(masks, rules.max_fraction)
     bimodal = maxes_ok(shifted) if rules.maxes_filter else torch.ones_like(fits)
-    return refine_kept(SynthesisResult(images, masks.long(), fits, bimodal), rules)
+    return check_border(refine_kept(SynthesisResult(images, masks.long(), fits, bimodal), rules), rules)
 
 
 @torch.no_grad()
 def synthesize(G: Generator, z: Tensor, direction: Tensor, rules: MaskRules = MaskRules()) -> SynthesisResult:
-    """Masks and verdicts for latents z [B, dim_z] without refilling: one generator forward for both images."""
+    """Masks and verdicts for latents z [B, dim_z] without refilling: one generator forward for both images
+    (in chunks of `CPU_LATENT_CHUNK` latents on a CPU)."""
     _require_eval(G)
     z = z.to(G.device)
     shift = rules.r * as_direction(direction, G.dim_z).to(z)
-    images, shifted = G.pair(z, shift)
+    chunk = CPU_LATENT_CHUNK if G.device.type == "cpu" else len(z)
+    images, shifted = (torch.cat(parts) for parts in zip(*(G.pair(part, shift) for part in z.split(chunk))))
     return apply_rules(images, shifted, rules)
 
 
@@ -319,7 +350,7 @@ def apply_rules_per_image(images: Tensor, shifted: Tensor, rules: MaskRules = Ma
     """`apply_rules` one sample at a time with the reference rules: the baseline for the vectorised rules."""
     pairs = list(zip(images.split(1), shifted.split(1)))
     result = _stack_results([image for image, _ in pairs], [rules_single(*pair, rules) for pair in pairs])
-    return refine_kept(result, rules)
+    return check_border(refine_kept(result, rules), rules)
 
 
 @torch.no_grad()
@@ -341,7 +372,7 @@ def synthesize_per_image(
         image, shifted = G.render(z_i, [seed]), G.render_shifted(z_i, shift, [seed])
         images.append(image)
         verdicts.append(rules_single(image, shifted, rules))
-    return refine_kept(_stack_results(images, verdicts), rules)
+    return check_border(refine_kept(_stack_results(images, verdicts), rules), rules)
 
 
 def _cpu_generator(rng: int | torch.Generator | None) -> torch.Generator:
@@ -375,6 +406,7 @@ class MaskSynthesizer:
         connected_components: bool = True,
         refine: Refinement = "none",
         min_consistency: float = 0.0,
+        max_border: float = 1.0,
         embeddings: np.ndarray | Tensor | None = None,
         z_noise: float = 0.0,
         batch_size: int = 95,
@@ -387,7 +419,8 @@ class MaskSynthesizer:
             raise ValueError(f"embeddings must have shape [N >= 1, {G.dim_z}], got {list(embeddings.shape)}")
         self.G = G
         self.direction = as_direction(direction, G.dim_z)
-        self.rules = MaskRules(r, rule, max_fraction, maxes_filter, connected_components, refine, min_consistency)
+        self.rules = MaskRules(r, rule, max_fraction, maxes_filter, connected_components, refine, min_consistency,
+                               max_border)
         self.embeddings = embeddings
         self.z_noise = z_noise
         self.batch_size = batch_size
@@ -415,7 +448,7 @@ class MaskSynthesizer:
         """``batch_size`` survivors, drawing fresh latents until enough pass (``z``, if given, is tried first)."""
         n = batch_size or self.batch_size
         kept: list[SyntheticBatch] = []
-        count = rejected_area = rejected_maxes = rejected_consistency = generated = 0
+        count = rejected_area = rejected_maxes = rejected_consistency = rejected_border = generated = 0
         for attempt in range(self.max_tries):
             latents = z if attempt == 0 and z is not None else self.sample_z(n)
             result = synthesize(self.G, latents, self.direction, self.rules)
@@ -427,6 +460,8 @@ class MaskSynthesizer:
             rejected_maxes += maxes_out
             if result.consistent_ok is not None:
                 rejected_consistency += int((~result.consistent_ok).sum())
+            if result.border_ok is not None:
+                rejected_border += int((~result.border_ok).sum())
             count += passed
             if count >= n:
                 break
@@ -440,6 +475,8 @@ class MaskSynthesizer:
                 f"rejected {rejected_maxes}"
                 + (f", the consistency filter (IoU with the GrabCut re-fit >= {self.rules.min_consistency}) "
                    f"rejected {rejected_consistency}" if self.rules.min_consistency > 0 else "")
+                + (f", the border filter (mask on <= {self.rules.max_border} of the image frame) "
+                   f"rejected {rejected_border}" if self.rules.max_border < 1 else "")
             )
         return SyntheticBatch(*(torch.cat(parts)[:n] for parts in zip(*kept)))
 

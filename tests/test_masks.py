@@ -16,6 +16,7 @@ from helpers.masks import (
     apply_rules_per_image,
     area_ok,
     as_direction,
+    border_fraction,
     components_filter,
     components_filter_single,
     grabcut_refine,
@@ -231,12 +232,13 @@ def test_filters_can_be_switched_off(G, direction):
     assert torch.equal(raw.masks, (gray(images) < gray(shifted)).long())
 
 
-@pytest.mark.parametrize("rule,refine,min_consistency", [("lighting", "none", 0.0), ("mean_thr", "none", 0.0),
-                                                          ("lighting", "grabcut", 0.0), ("lighting", "grabcut", 0.7)])
-def test_vectorised_rules_are_bit_identical_to_per_image_rules(G, direction, rule, refine, min_consistency):
+@pytest.mark.parametrize("rule,refine,min_consistency,max_border", [
+    ("lighting", "none", 0.0, 1.0), ("mean_thr", "none", 0.0, 1.0), ("lighting", "grabcut", 0.0, 1.0),
+    ("lighting", "grabcut", 0.7, 1.0), ("mean_thr", "none", 0.0, 0.1), ("lighting", "grabcut", 0.7, 0.1)])
+def test_vectorised_rules_are_bit_identical_to_per_image_rules(G, direction, rule, refine, min_consistency, max_border):
     z = G.sample_z(24, seed=10)
     images, shifted = G(torch.cat([z, z + 5.0 * direction])).chunk(2)
-    rules = MaskRules(rule=rule, refine=refine, min_consistency=min_consistency)
+    rules = MaskRules(rule=rule, refine=refine, min_consistency=min_consistency, max_border=max_border)
     fast, slow = apply_rules(images, shifted, rules), apply_rules_per_image(images, shifted, rules)
     assert torch.equal(fast.masks, slow.masks) and torch.equal(fast.keep, slow.keep)
     assert torch.equal(fast.area_ok, slow.area_ok) and torch.equal(fast.maxes_ok, slow.maxes_ok)
@@ -416,4 +418,36 @@ def test_consistency_filter_drops_exactly_the_masks_grabcut_disagrees_with(G, di
 def test_synthesizer_reports_the_consistency_filter_when_it_starves(G, direction):
     synth = MaskSynthesizer(G, direction, min_consistency=1.0, max_tries=2, rng=0)
     with pytest.raises(RuntimeError, match="the consistency filter .* rejected"):
+        synth.batch(64)
+
+
+def test_border_fraction_counts_the_frame_ring_once():
+    masks = torch.zeros(3, 8, 8, dtype=torch.long)
+    masks[1, 2:6, 2:6] = 1  # inside: touches no frame pixel
+    masks[2, 0, :] = 1  # the top row: 8 of the 28 frame pixels
+    assert border_fraction(masks).tolist() == [0.0, 0.0, pytest.approx(8 / 28)]
+    assert border_fraction(torch.ones(1, 8, 8)).item() == 1.0
+
+
+def test_border_filter_drops_exactly_the_masks_that_cover_the_frame(G, direction):
+    z = G.sample_z(32, seed=11)
+    images, shifted = G(torch.cat([z, z + 5.0 * direction])).chunk(2)
+    plain = apply_rules(images, shifted)
+    assert plain.border_ok is None
+    on_frame = border_fraction(plain.masks)
+    assert 0 < (plain.keep & (on_frame > 0.1)).sum() < plain.keep.sum()  # something to drop and something to keep
+    filtered = apply_rules(images, shifted, MaskRules(max_border=0.1))
+    assert torch.equal(filtered.masks, plain.masks)
+    assert torch.equal(filtered.area_ok, plain.area_ok) and torch.equal(filtered.maxes_ok, plain.maxes_ok)
+    assert torch.equal(filtered.keep, plain.keep & (on_frame <= 0.1))
+    # with refinement the filter judges the re-fitted masks, the ones the pairs carry
+    refined = apply_rules(images, shifted, MaskRules(refine="grabcut", max_border=0.1))
+    assert torch.equal(refined.border_ok, border_fraction(refined.masks) <= 0.1)
+    with pytest.raises(ValueError, match="max_border"):
+        MaskRules(max_border=-0.1)
+
+
+def test_synthesizer_reports_the_border_filter_when_it_starves(G, direction):
+    synth = MaskSynthesizer(G, direction, max_border=0.0, max_fraction=1.0, maxes_filter=False, max_tries=1, rng=0)
+    with pytest.raises(RuntimeError, match="the border filter .* rejected"):
         synth.batch(64)
