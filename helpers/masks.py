@@ -298,11 +298,19 @@ def _require_eval(G: Generator) -> None:
 
 def apply_rules(images: Tensor, shifted: Tensor, rules: MaskRules = MaskRules()) -> SynthesisResult:
     """Masks and filter verdicts for a batch of images and their shifted versions, vectorised over the batch."""
-    masks = raw_masks(images, shifted, rules.rule)
+    bimodal = maxes_ok(shifted) if rules.maxes_filter else None
+    return filter_masks(images, raw_masks(images, shifted, rules.rule), rules, bimodal)
+
+
+def filter_masks(images: Tensor, masks: Tensor, rules: MaskRules = MaskRules(),
+                 bimodal: Tensor | None = None) -> SynthesisResult:
+    """The mask filters of ``rules`` on masks [B, H, W] of ``images`` [B, 3, H, W], from a shift or from elsewhere
+    (a segmentation model's, for self-training): components, area, then refinement and the consistency and
+    border filters. ``bimodal`` is the maxes filter's verdict, which needs the shifted images (None: all pass)."""
     if rules.connected_components:
         masks = components_filter(masks)
     fits = area_ok(masks, rules.max_fraction)
-    bimodal = maxes_ok(shifted) if rules.maxes_filter else torch.ones_like(fits)
+    bimodal = torch.ones_like(fits) if bimodal is None else bimodal
     return check_border(refine_kept(SynthesisResult(images, masks.long(), fits, bimodal), rules), rules)
 
 
