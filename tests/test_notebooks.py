@@ -2,6 +2,7 @@
 
 import ast
 import json
+import shutil
 
 import nbformat
 import papermill
@@ -130,7 +131,7 @@ def test_direction_finding_notebook_outputs(smoke_run):
     assert ranking["rank_by"] == "consistency" and 0 <= ranking["chosen"]["consistency"] <= 1
     from helpers.directions import load_direction
 
-    assert load_direction(out / "bg_direction.pth", 60).norm().item() == pytest.approx(1.0, abs=1e-5)
+    assert load_direction(out / "bg_direction.pth", 64).norm().item() == pytest.approx(1.0, abs=1e-5)
     assert len(list(out.glob("strip_*.png"))) == params["TOP_K"]
     for name in ["discovery_losses.png", "direction_scores.png"]:
         assert (out / name).stat().st_size > 1000, name
@@ -142,9 +143,11 @@ def test_unsupervised_segmentation_notebook_outputs(smoke_run):
     out = results / "04_unsupervised_segmentation"
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["procedural_test"]) == {"unsupervised (synthetic masks)", "supervised (upper bound)"}
+    assert metrics["final"] == "unsupervised (synthetic masks)" and metrics["max_border"] == 0.5
     for scores in metrics["procedural_test"].values():
         assert scores["n_images"] == smoke_parameters()["N_TEST"] and 0 <= scores["iou"] <= 1
     assert 0 < metrics["synthetic_kept_fraction"] <= 1
+    assert (metrics["generator"], metrics["shift_space"], metrics["refine_masks"]) == ("default-stylegan2", "w:64", "grabcut")
     for name in ["synthetic_pairs.png", "scores.png", "test_overlays.png", "losses_unsupervised.png"]:
         assert (out / name).stat().st_size > 1000, name
 
@@ -188,19 +191,41 @@ def test_layermatch_notebook_outputs(smoke_run):
 
 
 @pytest.mark.notebooks
-def test_style_space_directions_run_through_notebooks_03_and_04(tmp_path):
+def test_notebook_04_runs_a_self_training_round(smoke_run, tmp_path):
+    """A U-Net of 30 steps is a teacher whose masks pass the reference filters (the 3-step smoke U-Net's do not)."""
+    from helpers.runner import run_notebook
+
+    results, _ = smoke_run
+    shutil.copytree(results / "03_direction_finding", tmp_path / "03_direction_finding")
+    params = {**smoke_parameters(), "DEVICE": "cpu", "INTERACTIVE": False, "SEG_STEPS": 30, "LR_STEP": 30,
+              "MIN_CONSISTENCY": 0.0, "MAX_BORDER": 1.0, "SELF_TRAINING_ROUNDS": 1}
+    run = run_notebook(NOTEBOOKS_BY_NAME["04_unsupervised_segmentation.ipynb"], tmp_path, params, timeout=600)
+    assert run.status == "passed", run.error
+    assert run.metrics["final"] == "unsupervised + 1 self-training" and run.metrics["self_training_rounds"] == 1
+    assert set(run.metrics["procedural_test"]) == {"unsupervised (synthetic masks)", "unsupervised + 1 self-training",
+                                                   "supervised (upper bound)"}
+    manifest = json.loads((tmp_path / "04_unsupervised_segmentation" / "self_training_1" / "shards" / "manifest.json").read_text())
+    assert manifest["n_total"] == params["SELF_TRAINING_PAIRS"] and manifest["attrs"]["round"] == 1
+
+
+@pytest.mark.notebooks
+def test_the_papers_configuration_runs_through_notebooks_03_and_04(tmp_path):
+    """BigGAN, shifts of z, the reference masks and no self-training: the papers' setting, one parameter set away."""
     from helpers.runner import run_notebook
 
     params = {**smoke_parameters(), "DEVICE": "cpu", "INTERACTIVE": False,
-              "GENERATOR": "default-stylegan2", "SHIFT_SPACE": "w:32"}
+              "GENERATOR": "default-biggan", "SHIFT_SPACE": "z"}
     found = run_notebook(NOTEBOOKS_BY_NAME["03_direction_finding.ipynb"], tmp_path, params, timeout=600)
     used = run_notebook(NOTEBOOKS_BY_NAME["04_unsupervised_segmentation.ipynb"], tmp_path,
-                        {**params, "REFINE_MASKS": "grabcut", "MIN_CONSISTENCY": 0.1}, timeout=600)
+                        {**params, "REFINE_MASKS": "none", "MIN_CONSISTENCY": 0.0, "MAX_BORDER": 1.0,
+                         "PREGENERATED": 0, "SELF_TRAINING_ROUNDS": 0}, timeout=600)
     assert found.status == used.status == "passed", (found.error, used.error)
     ranking = json.loads((tmp_path / "03_direction_finding" / "ranking.json").read_text())
-    assert (ranking["generator"], ranking["shift_space"]) == ("default-stylegan2", "w:32")
-    assert used.metrics["shift_space"] == "w:32" and used.metrics["generator"] == "default-stylegan2"
-    assert used.metrics["refine_masks"] == "grabcut" and used.metrics["min_consistency"] == 0.1
+    assert (ranking["generator"], ranking["shift_space"]) == ("default-biggan", "z")
+    assert used.metrics["shift_space"] == "z" and used.metrics["generator"] == "default-biggan"
+    assert used.metrics["refine_masks"] == "none" and used.metrics["min_consistency"] == 0.0
+    assert used.metrics["max_border"] == 1.0 and used.metrics["final"] == "unsupervised (synthetic masks)"
+    assert not (tmp_path / "04_unsupervised_segmentation" / "shards").exists()  # trained on the fly
     clash = run_notebook(NOTEBOOKS_BY_NAME["04_unsupervised_segmentation.ipynb"], tmp_path,
-                         {**params, "SHIFT_SPACE": "z"}, timeout=600)
-    assert clash.status == "failed" and "shift_space 'w:32' (asked for 'z')" in clash.error
+                         {**params, "GENERATOR": "default-stylegan2", "SHIFT_SPACE": "w:64"}, timeout=600)
+    assert clash.status == "failed" and "generator 'default-biggan' (asked for 'default-stylegan2')" in clash.error
