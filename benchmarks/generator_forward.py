@@ -1,8 +1,11 @@
 """CPU (or GPU) forward time of the shipped default generators at batch 16, and of the encoder.
 
-    python benchmarks/generator_forward.py [--device cpu] [--threads 2] [--repeats 20]
+    python benchmarks/generator_forward.py [--device cpu] [--threads 2] [--repeats 20] [--chunks 8 16 32 64 128 1024]
 
-Prints the median wall time per forward pass (eval mode, no grad) after warm-up runs.
+Prints the median wall time per forward pass (eval mode, no grad) after warm-up runs. ``--chunks`` also times
+mask synthesis's generator work, ``G.pair`` (G(z) and G(z + r h) in one forward) on 1,024 latents split into
+chunks of each size, weights channels-last as in `helpers.masks.MaskSynthesizer` (StyleGAN2 in ``w:64``), and
+prints latents per second: the measurement behind ``helpers.masks.CPU_LATENT_CHUNK``.
 """
 
 import argparse
@@ -12,6 +15,8 @@ import time
 import torch
 
 from helpers.gans import load
+from helpers.gans.shift_spaces import with_shift_space
+from helpers.masks import prefer_channels_last
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -34,6 +39,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--chunks", type=int, nargs="*", default=[], help="chunk sizes for the G.pair throughput table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"device {args.device}, {args.threads} threads, batch {args.batch}, torch {torch.__version__}")
@@ -47,6 +53,22 @@ def main() -> None:
     x = torch.rand(args.batch, 3, encoder.resolution, encoder.resolution, device=args.device) * 2 - 1
     ms = 1e3 * median_seconds(lambda: encoder(x), args.repeats)
     print(f"{'default-biggan-encoder':<20} {ms:7.1f} ms / forward")
+    if args.chunks:
+        print("\nG.pair on 1,024 latents, latents/s by chunk size:", args.chunks)
+        for name, space in (("default-biggan", "z"), ("default-stylegan2", "w:64")):
+            G = prefer_channels_last(with_shift_space(load(name, args.device).eval(), space))
+            z = torch.randn(1024, G.dim_z, generator=torch.Generator().manual_seed(0)).to(args.device)
+            shift = 5.0 * torch.nn.functional.normalize(torch.randn(1, G.dim_z), dim=1).to(args.device)
+            rates = []
+            for chunk in args.chunks:
+                G.pair(z[:chunk], shift)  # warm-up
+                start = time.perf_counter()
+                for part in z.split(chunk):
+                    G.pair(part, shift)
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                rates.append(len(z) / (time.perf_counter() - start))
+            print(f"{name} ({space}): " + "  ".join(f"{c}: {r:.0f}" for c, r in zip(args.chunks, rates)))
 
 
 if __name__ == "__main__":

@@ -66,8 +66,8 @@ STACK_STRUCTURE = np.pad(np.ones((1, 3, 3), dtype=bool), ((1, 1), (0, 0), (0, 0)
 Rule = Literal["lighting", "mean_thr"]
 Refinement = Literal["none", "grabcut"]
 GRABCUT_ITERATIONS = 5
-# On a CPU the generator forward runs 2-4x faster per image in chunks of 16 latents (32 images) than in
-# batches of 128 or more, whose activations outgrow the caches (benchmarks/mask_synthesis.py --batch).
+# On a CPU the generator forward runs 2-3x faster per image in chunks of 16 latents (32 images) than in
+# batches of 128 or more, whose activations outgrow the caches (benchmarks/generator_forward.py --chunks).
 CPU_LATENT_CHUNK = 16
 
 
@@ -321,9 +321,14 @@ def synthesize(G: Generator, z: Tensor, direction: Tensor, rules: MaskRules = Ma
     _require_eval(G)
     z = z.to(G.device)
     shift = rules.r * as_direction(direction, G.dim_z).to(z)
-    chunk = CPU_LATENT_CHUNK if G.device.type == "cpu" else len(z)
+    chunk = forward_chunk(G, len(z))
     images, shifted = (torch.cat(parts) for parts in zip(*(G.pair(part, shift) for part in z.split(chunk))))
     return apply_rules(images, shifted, rules)
+
+
+def forward_chunk(G: Generator, n: int) -> int:
+    """How many of n latents to put through G in one forward: `CPU_LATENT_CHUNK` on a CPU, all of them elsewhere."""
+    return CPU_LATENT_CHUNK if G.device.type == "cpu" else max(n, 1)
 
 
 def prefer_channels_last(G: Generator) -> Generator:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from helpers.gans.base import Generator, to_uint8
-from helpers.masks import CPU_LATENT_CHUNK, MaskRules, SynthesisResult, filter_masks
+from helpers.masks import MaskRules, SynthesisResult, filter_masks, forward_chunk
 from helpers.segmentation import images_to_input, predict_proba
 
 
@@ -38,7 +38,7 @@ class TeacherPairs:
     def label(self, z: Tensor, noise_seeds: list[int]) -> SynthesisResult:
         """G(z) and the filtered teacher masks of latents z [B, dim_z] (sample i's generator noise from noise_seeds[i])."""
         z = z.to(self.G.device)
-        chunk = CPU_LATENT_CHUNK if self.G.device.type == "cpu" else len(z)
+        chunk = forward_chunk(self.G, len(z))
         images = torch.cat([self.G.render(part, noise_seeds[i : i + chunk])
                             for i, part in zip(range(0, len(z), chunk), z.split(chunk))])
         # the teacher sees the images as stored in the shards (uint8), as it saw its own training pairs
