@@ -236,6 +236,12 @@ def check_border(result: SynthesisResult, rules: MaskRules) -> SynthesisResult:
     return replace(result, border_ok=border_fraction(result.masks) <= rules.max_border)
 
 
+def beyond_reference(result: SynthesisResult, rules: MaskRules) -> SynthesisResult:
+    """The steps after the reference filters, in order: refinement and the consistency filter, then the border
+    filter on the masks the samples then carry."""
+    return check_border(refine_kept(result, rules), rules)
+
+
 def area_ok(masks: Tensor, max_fraction: float = 0.5) -> Tensor:
     """Per-mask verdict [B]: foreground fraction strictly below ``max_fraction`` (no lower bound)."""
     fraction = masks.flatten(1).sum(1).double() / masks[0].numel()
@@ -290,7 +296,7 @@ def as_direction(direction: Tensor, dim_z: int) -> Tensor:
     return direction.reshape(1, dim_z)
 
 
-def _require_eval(G: Generator) -> None:
+def require_eval(G: Generator) -> None:
     """The reference runs G in eval mode only (stored BN statistics, frozen spectral-norm vectors)."""
     if G.training:
         raise ValueError("the generator must be in eval mode: call G.eval() first")
@@ -311,14 +317,14 @@ def filter_masks(images: Tensor, masks: Tensor, rules: MaskRules = MaskRules(),
         masks = components_filter(masks)
     fits = area_ok(masks, rules.max_fraction)
     bimodal = torch.ones_like(fits) if bimodal is None else bimodal
-    return check_border(refine_kept(SynthesisResult(images, masks.long(), fits, bimodal), rules), rules)
+    return beyond_reference(SynthesisResult(images, masks.long(), fits, bimodal), rules)
 
 
 @torch.no_grad()
 def synthesize(G: Generator, z: Tensor, direction: Tensor, rules: MaskRules = MaskRules()) -> SynthesisResult:
     """Masks and verdicts for latents z [B, dim_z] without refilling: one generator forward for both images
     (in chunks of `CPU_LATENT_CHUNK` latents on a CPU)."""
-    _require_eval(G)
+    require_eval(G)
     z = z.to(G.device)
     shift = rules.r * as_direction(direction, G.dim_z).to(z)
     chunk = forward_chunk(G, len(z))
@@ -363,7 +369,7 @@ def apply_rules_per_image(images: Tensor, shifted: Tensor, rules: MaskRules = Ma
     """`apply_rules` one sample at a time with the reference rules: the baseline for the vectorised rules."""
     pairs = list(zip(images.split(1), shifted.split(1)))
     result = _stack_results([image for image, _ in pairs], [rules_single(*pair, rules) for pair in pairs])
-    return check_border(refine_kept(result, rules), rules)
+    return beyond_reference(result, rules)
 
 
 @torch.no_grad()
@@ -376,7 +382,7 @@ def synthesize_per_image(
     the cleaning of that single mask on the host with scipy, the area fraction and a ``torch.histc`` of
     the shifted image.
     """
-    _require_eval(G)
+    require_eval(G)
     z = z.to(G.device)
     shift = rules.r * as_direction(direction, G.dim_z).to(z)
     images, verdicts = [], []
@@ -385,7 +391,7 @@ def synthesize_per_image(
         image, shifted = G.render(z_i, [seed]), G.render_shifted(z_i, shift, [seed])
         images.append(image)
         verdicts.append(rules_single(image, shifted, rules))
-    return check_border(refine_kept(_stack_results(images, verdicts), rules), rules)
+    return beyond_reference(_stack_results(images, verdicts), rules)
 
 
 def _cpu_generator(rng: int | torch.Generator | None) -> torch.Generator:
@@ -426,7 +432,7 @@ class MaskSynthesizer:
         max_tries: int = 100,
         rng: int | torch.Generator | None = None,
     ):
-        _require_eval(G)
+        require_eval(G)
         prefer_channels_last(G)
         if embeddings is not None and (embeddings.ndim != 2 or embeddings.shape[1] != G.dim_z or len(embeddings) == 0):
             raise ValueError(f"embeddings must have shape [N >= 1, {G.dim_z}], got {list(embeddings.shape)}")

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from helpers.gans.base import Generator, to_uint8
-from helpers.masks import MaskRules, SynthesisResult, filter_masks, forward_chunk
+from helpers.masks import MaskRules, SynthesisResult, filter_masks, forward_chunk, require_eval
 from helpers.segmentation import images_to_input, predict_proba
 
 
@@ -28,8 +28,7 @@ class TeacherPairs:
 
     def __init__(self, G: Generator, teacher: nn.Module, rules: MaskRules = MaskRules(), seed: int = 0,
                  draw: int = 256, max_tries: int = 100):
-        if G.training:
-            raise ValueError("the generator must be in eval mode: call G.eval() first")
+        require_eval(G)
         self.G, self.teacher, self.rules, self.seed = G, teacher, rules, seed
         self.draw, self.max_tries = draw, max_tries
         self.n_generated = self.n_kept = 0
