@@ -30,7 +30,8 @@ feature files every step). Unlike the reference, which never calls ``eval()`` an
 while predicting, `predict` and dataset generation put the decoder (and generator) in eval mode.
 
 `generate_dataset` writes synthetic (image, mask, z, noise seed) pairs into HDF5 shards with
-`helpers.segmentation.shards.write_shards`; masks hold class indices (0/1 for binary).
+`helpers.segmentation.shards.write_shards`; masks hold class indices (0/1 for binary): the decoder's
+arg-max, or what a refiner (`helpers.refinement`) makes of the image and the decoder's probabilities.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -483,14 +484,24 @@ def draw_inputs(G: Generator, seed: int, indices: Sequence[int]) -> tuple[np.nda
     return z, seeds
 
 
+class LabelRefiner(Protocol):
+    """Turns images and the decoder's probabilities into class maps (e.g. `helpers.refinement.MaskRefiner`)."""
+
+    fingerprint: str
+
+    def __call__(self, images: np.ndarray, probs: np.ndarray) -> np.ndarray: ...
+
+
 def synthetic_batch_fn(G: Generator, decoder: SemanticDecoder, shard_size: int, batch_size: int = 16,
                        seed: int = 0, truncation: float | None = None, latents: np.ndarray | None = None,
-                       noise_seeds: Sequence[int] | None = None) -> Callable[[int, int], dict[str, np.ndarray]]:
+                       noise_seeds: Sequence[int] | None = None, refiner: LabelRefiner | None = None
+                       ) -> Callable[[int, int], dict[str, np.ndarray]]:
     """``make_batch(shard_index, n)`` for write_shards: images, predicted masks, z, noise_seed, truncation.
 
     Sample i (= shard_index * shard_size + row) uses ``latents[i]`` (and ``noise_seeds[i]`` when given) or
     inputs drawn from (seed, i), so each shard depends only on its index. Features are computed batch by
-    batch and dropped. ``noise_seed`` is -1 and ``truncation`` NaN where the generator takes none.
+    batch and dropped. Masks are the decoder's arg-max, or ``refiner(images, probs)`` when one is given.
+    ``noise_seed`` is -1 and ``truncation`` NaN where the generator takes none.
     """
     def make_batch(shard_index: int, n: int) -> dict[str, np.ndarray]:
         indices = list(range(shard_index * shard_size, shard_index * shard_size + n))
@@ -504,7 +515,7 @@ def synthetic_batch_fn(G: Generator, decoder: SemanticDecoder, shard_size: int, 
             part = slice(start, start + batch_size)
             pred = predict(G, decoder, z[part], None if seeds is None else seeds[part], truncation)
             images.append(pred.images)
-            masks.append(pred.labels)
+            masks.append(pred.labels if refiner is None else refiner(pred.images, pred.probs))
         return {"images": np.concatenate(images), "masks": np.concatenate(masks), "z": z,
                 "noise_seed": np.asarray(seeds if seeds is not None else [-1] * n, dtype=np.int64),
                 "truncation": np.full(n, np.nan if truncation is None else truncation, dtype=np.float32)}
@@ -515,19 +526,23 @@ def synthetic_batch_fn(G: Generator, decoder: SemanticDecoder, shard_size: int, 
 def generate_dataset(G: Generator, decoder: SemanticDecoder, folder: str | os.PathLike, n_total: int,
                      shard_size: int = 1000, batch_size: int = 16, seed: int = 0, truncation: float | None = None,
                      latents: np.ndarray | None = None, noise_seeds: Sequence[int] | None = None,
-                     attrs: dict[str, Any] | None = None, progress: bool = True) -> Path:
+                     attrs: dict[str, Any] | None = None, progress: bool = True,
+                     refiner: LabelRefiner | None = None) -> Path:
     """Writes n_total synthetic (image, mask, z, noise seed) pairs as HDF5 shards; resumes an interrupted run.
 
-    Inputs come from ``latents``/``noise_seeds`` (stored ones) or are drawn from ``seed``; see
-    synthetic_batch_fn. ``attrs`` (e.g. the generator and decoder files) go into the shard manifest with
-    the sampling settings, so a folder made with other settings is refused.
+    Inputs come from ``latents``/``noise_seeds`` (stored ones) or are drawn from ``seed``; masks from the
+    decoder or the ``refiner``; see synthetic_batch_fn. ``attrs`` (e.g. the generator and decoder files) go
+    into the shard manifest with the sampling settings and the refiner's fingerprint, so a folder made with
+    other settings is refused.
     """
     if latents is not None and len(latents) < n_total:
         raise ValueError(f"{len(latents)} latents for {n_total} samples")
     if noise_seeds is not None and len(noise_seeds) < n_total:
         raise ValueError(f"{len(noise_seeds)} noise seeds for {n_total} samples")
-    make_batch = synthetic_batch_fn(G, decoder, shard_size, batch_size, seed, truncation, latents, noise_seeds)
+    make_batch = synthetic_batch_fn(G, decoder, shard_size, batch_size, seed, truncation, latents, noise_seeds,
+                                    refiner)
     source = "latents" if latents is not None else f"seed {seed}"
     settings = {"source": "semantic projection", "inputs": source, "truncation": truncation,
-                "generator": type(G).__name__, "decoder": decoder.config, **(attrs or {})}
+                "generator": type(G).__name__, "decoder": decoder.config,
+                "refiner": None if refiner is None else refiner.fingerprint, **(attrs or {})}
     return write_shards(folder, n_total, make_batch, shard_size=shard_size, attrs=settings, progress=progress)

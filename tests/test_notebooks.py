@@ -3,6 +3,7 @@
 import ast
 import json
 import shutil
+from pathlib import Path
 
 import nbformat
 import papermill
@@ -166,9 +167,28 @@ def test_semantic_projection_notebook_outputs(smoke_run):
     assert [c["k"] for c in metrics["curve"]] == [1, 2, 5, 10, 20]
     assert all(0 <= c["binary_iou"] <= 1 and 0 <= c["part_iou"] <= 1 for c in metrics["curve"])
     assert metrics["simulated_annotator_val"]["binary_iou"] > 0.5
+    assert metrics["refiner"]["steps"] == smoke_parameters()["REFINER_STEPS"] and metrics["refiner"]["folds"] == 4
+    manifest = json.loads((Path(metrics["synthetic_shards"]) / "manifest.json").read_text())
+    assert manifest["attrs"]["refiner"] == metrics["refiner"]["fingerprint"]  # the pairs carry the refiner's masks
     for name in ["annotations.png", "decoder_predictions.png", "synthetic_pairs.png", "losses_unet.png",
                  "test_overlays.png", "iou_vs_annotations.png"]:
         assert (out / name).stat().st_size > 1000, name
+
+
+@pytest.mark.notebooks
+def test_notebook_05_runs_the_papers_pipeline_without_refiner(tmp_path):
+    """REFINER_STEPS = 0 and plain cross-entropy: the synthetic masks are the decoder's arg-max, as in the paper."""
+    from helpers.runner import run_notebook
+
+    params = {**smoke_parameters(), "DEVICE": "cpu", "INTERACTIVE": False, "REFINER_STEPS": 0,
+              "CLASS_WEIGHT_POWER": 0.0, "CURVE_COUNTS": "2"}
+    run = run_notebook(NOTEBOOKS_BY_NAME["05_semantic_projection.ipynb"], tmp_path, params, timeout=600)
+    assert run.status == "passed", run.error
+    assert run.metrics["refiner"] is None and run.metrics["decoder"]["class_weight_power"] == 0.0
+    assert [c["k"] for c in run.metrics["curve"]] == [2]
+    manifest = json.loads((Path(run.metrics["synthetic_shards"]) / "manifest.json").read_text())
+    assert manifest["attrs"]["refiner"] is None
+    assert not (tmp_path / "05_semantic_projection" / "refiners").exists()
 
 
 @pytest.mark.notebooks
