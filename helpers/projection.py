@@ -326,6 +326,13 @@ def class_weights(samples: Sequence[LabelledLatent], num_classes: int, power: fl
     return torch.tensor(weights, dtype=torch.float32)
 
 
+def settings_tag(*configs: Any) -> str:
+    """Short sha256 (10 hex digits) of dataclass configs or JSON-able records, for folder names that change
+    with the settings."""
+    records = [asdict(c) if hasattr(c, "__dataclass_fields__") else c for c in configs]
+    return hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()[:10]
+
+
 def samples_fingerprint(samples: Sequence[LabelledLatent]) -> str:
     """sha256 (hex) over every sample's inputs and labels, in order: `fit` refuses to resume on other samples."""
     digest = hashlib.sha256()
@@ -492,6 +499,14 @@ class LabelRefiner(Protocol):
     def __call__(self, images: np.ndarray, probs: np.ndarray) -> np.ndarray: ...
 
 
+def _refined(refiner: LabelRefiner, pred: Prediction) -> np.ndarray:
+    """The refiner's class maps for a prediction, checked against the decoder's shape, as uint8."""
+    labels = np.asarray(refiner(pred.images, pred.probs))
+    if labels.shape != pred.labels.shape:
+        raise ValueError(f"the refiner returned masks of shape {labels.shape}; expected {pred.labels.shape}")
+    return labels.astype(np.uint8)
+
+
 def synthetic_batch_fn(G: Generator, decoder: SemanticDecoder, shard_size: int, batch_size: int = 16,
                        seed: int = 0, truncation: float | None = None, latents: np.ndarray | None = None,
                        noise_seeds: Sequence[int] | None = None, refiner: LabelRefiner | None = None
@@ -515,7 +530,7 @@ def synthetic_batch_fn(G: Generator, decoder: SemanticDecoder, shard_size: int, 
             part = slice(start, start + batch_size)
             pred = predict(G, decoder, z[part], None if seeds is None else seeds[part], truncation)
             images.append(pred.images)
-            masks.append(pred.labels if refiner is None else refiner(pred.images, pred.probs))
+            masks.append(pred.labels if refiner is None else _refined(refiner, pred))
         return {"images": np.concatenate(images), "masks": np.concatenate(masks), "z": z,
                 "noise_seed": np.asarray(seeds if seeds is not None else [-1] * n, dtype=np.int64),
                 "truncation": np.full(n, np.nan if truncation is None else truncation, dtype=np.float32)}
@@ -543,6 +558,9 @@ def generate_dataset(G: Generator, decoder: SemanticDecoder, folder: str | os.Pa
                                     refiner)
     source = "latents" if latents is not None else f"seed {seed}"
     settings = {"source": "semantic projection", "inputs": source, "truncation": truncation,
-                "generator": type(G).__name__, "decoder": decoder.config,
-                "refiner": None if refiner is None else refiner.fingerprint, **(attrs or {})}
+                "generator": type(G).__name__, "decoder": decoder.config, **(attrs or {})}
+    if refiner is not None:
+        if "refiner" in settings:
+            raise ValueError("attrs must not hold 'refiner': it records the refiner's fingerprint")
+        settings["refiner"] = refiner.fingerprint
     return write_shards(folder, n_total, make_batch, shard_size=shard_size, attrs=settings, progress=progress)

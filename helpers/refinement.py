@@ -7,7 +7,7 @@ plus the decoder's class probabilities that predicts the classes again. What it 
 predicts each fold, so every input shows the decoder's errors on an image it never trained on, and the
 target is that image's annotation (unannotated pixels ignored). Batches are augmented with the eight
 flips and quarter turns. Twenty images are few for an image-space network, so single refiners vary with
-their seed; the refiner is an ensemble of ``members`` U-Nets (seeds seed, seed + 1, ...) whose softmax
+their seed; the refiner is an ensemble of ``members`` U-Nets (`RefinerConfig.member_seed`) whose softmax
 probabilities are averaged. Dataset generation then passes each new image and the full decoder's
 probabilities through the refiner. No label beyond the annotations is used.
 """
@@ -19,6 +19,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +43,18 @@ class RefinerConfig:
     lr: float = 1e-3
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.folds < 2:
+            raise ValueError(f"folds must be at least 2 (each fold is predicted by a decoder fitted on the others); "
+                             f"got {self.folds}")
+        if self.members < 1:
+            raise ValueError(f"members must be at least 1; got {self.members}")
+
+    def member_seed(self, member: int) -> int:
+        """Seed of ensemble member ``member``: seed * members + member (0, 1, 2 for seed 0), so ensembles of
+        different seeds share no member."""
+        return self.seed * self.members + member
+
 
 @dataclass
 class HeldOut:
@@ -63,6 +76,8 @@ def held_out_predictions(G: Generator, samples: list[LabelledLatent], run_dir: s
     """Fits one decoder per fold on the other folds (in ``run_dir/fold_f``, resumable) and predicts the fold."""
     if len(samples) < 2:
         raise ValueError(f"held-out predictions need at least 2 annotations; got {len(samples)}")
+    if folds < 2:
+        raise ValueError(f"held-out predictions need at least 2 folds; got {folds}")
     images, probs = [None] * len(samples), [None] * len(samples)
     for f, held in enumerate(fold_indices(len(samples), folds)):
         rest = [s for i, s in enumerate(samples) if i not in held]
@@ -127,20 +142,30 @@ class MaskRefiner:
 
 def train_refiner(held_out: HeldOut, run_dir: str | os.PathLike, config: RefinerConfig | None = None,
                   device: str | torch.device = "cpu", progress: bool = True) -> MaskRefiner:
-    """The refiner's U-Nets (``run_dir/member_m``) trained on held-out predictions; resumable, finished ones load."""
+    """The refiner's U-Nets (``run_dir/member_m``) trained on held-out predictions; resumable, finished ones load.
+
+    A member's folder resumes whatever data it is given: `fit_refiner` guards it against other annotations
+    and settings.
+    """
     config = config or RefinerConfig()
     num_classes = held_out.probs.shape[1]
     models = []
-    for member in range(config.members):
-        seed = config.seed + member
-        torch.manual_seed(seed)  # the U-Net's initial weights
-        model = UNet(n_channels=3 + num_classes, n_classes=num_classes, width=config.width)
-        settings = SegmentationSettings(steps=config.steps, lr=config.lr, lr_step=config.steps, checkpoint_every=500,
-                                        seed=seed, ignore_index=IGNORE_INDEX)
-        trainer = SegmentationTrainer(Path(run_dir) / f"member_{member}", model, settings, device)
-        trainer.train(DihedralBatches(held_out, config.batch_size, seed), progress=progress)
-        models.append(trainer.model)
+    with torch.random.fork_rng(devices=[]):  # leaves the caller's RNG as it was
+        for member in range(config.members):
+            seed = config.member_seed(member)
+            torch.manual_seed(seed)  # the U-Net's initial weights
+            model = UNet(n_channels=3 + num_classes, n_classes=num_classes, width=config.width)
+            settings = SegmentationSettings(steps=config.steps, lr=config.lr, lr_step=config.steps,  # no decay
+                                            checkpoint_every=500, seed=seed, ignore_index=IGNORE_INDEX)
+            trainer = SegmentationTrainer(Path(run_dir) / f"member_{member}", model, settings, device)
+            trainer.train(DihedralBatches(held_out, config.batch_size, seed), progress=progress)
+            models.append(trainer.model)
     return MaskRefiner(models)
+
+
+def refiner_record(samples: list[LabelledLatent], fit_config: FitConfig, config: RefinerConfig) -> dict[str, Any]:
+    """What determines a refiner: the annotations' fingerprint and both configs (kept in ``refiner.json``)."""
+    return {"samples": samples_fingerprint(samples), "refiner": asdict(config), "decoder": asdict(fit_config)}
 
 
 def fit_refiner(G: Generator, samples: list[LabelledLatent], run_dir: str | os.PathLike, fit_config: FitConfig,
@@ -153,7 +178,7 @@ def fit_refiner(G: Generator, samples: list[LabelledLatent], run_dir: str | os.P
     """
     config = config or RefinerConfig()
     run_dir = Path(run_dir)
-    record = {"samples": samples_fingerprint(samples), "refiner": asdict(config), "decoder": asdict(fit_config)}
+    record = refiner_record(samples, fit_config, config)
     record_path = run_dir / "refiner.json"
     if record_path.exists() and json.loads(record_path.read_text()) != record:
         raise ValueError(f"{run_dir} holds a refiner of other annotations or settings ({record_path}); "

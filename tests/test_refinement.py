@@ -7,7 +7,7 @@ from scipy import ndimage as ndi
 
 from helpers.gans import load
 from helpers.projection import (IGNORE_INDEX, FitConfig, LabelledLatent, build_decoder, draw_inputs, generate_dataset,
-                                samples_fingerprint)
+                                load_decoder, predict, samples_fingerprint, settings_tag)
 from helpers.refinement import (
     DihedralBatches,
     HeldOut,
@@ -60,31 +60,40 @@ def test_fold_indices_partition_the_samples():
 
 
 def test_held_out_predictions_come_from_decoders_that_never_saw_the_sample(tmp_path, stylegan):
-    samples = _samples(stylegan, 3)
-    held = held_out_predictions(stylegan, samples, tmp_path, TINY_DECODER, folds=4, progress=False)
-    assert held.images.shape == (3, 64, 64, 3) and held.probs.shape == (3, 2, 64, 64)
+    samples = _samples(stylegan, 5)
+    held = held_out_predictions(stylegan, samples, tmp_path, TINY_DECODER, folds=2, progress=False)
+    assert held.images.shape == (5, 64, 64, 3) and held.probs.shape == (5, 2, 64, 64)
     np.testing.assert_array_equal(held.labels, np.stack([s.labels for s in samples]))
-    for f in range(3):  # 3 samples: 3 folds of one, each decoder fitted on the two others
-        meta = torch.load(tmp_path / f"fold_{f}" / "decoder.pt", weights_only=True)["meta"]
-        assert meta["fingerprint"] == samples_fingerprint([s for i, s in enumerate(samples) if i != f])
-    with pytest.raises(ValueError, match="at least 2"):
+    for f, fold in enumerate([[0, 2, 4], [1, 3]]):
+        path = tmp_path / f"fold_{f}" / "decoder.pt"
+        meta = torch.load(path, weights_only=True)["meta"]
+        assert meta["fingerprint"] == samples_fingerprint([s for i, s in enumerate(samples) if i not in fold])
+        for i in fold:  # each sample's probabilities are those of the decoder that left its fold out
+            s = samples[i]
+            expected = predict(stylegan, load_decoder(path), s.z, [s.noise_seed]).probs[0]
+            np.testing.assert_allclose(held.probs[i], expected, atol=1e-5)
+    assert not np.allclose(held.probs[0], held.probs[1], atol=1e-3)
+    with pytest.raises(ValueError, match="at least 2 annotations"):
         held_out_predictions(stylegan, samples[:1], tmp_path / "one", TINY_DECODER, progress=False)
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        held_out_predictions(stylegan, samples, tmp_path / "one", TINY_DECODER, folds=1, progress=False)
+    with pytest.raises(ValueError, match="folds must be at least 2"):
+        RefinerConfig(folds=1)
 
 
 def test_dihedral_batches_are_seeded_and_keep_inputs_and_labels_aligned():
     images, probs, masks = _discs(6, 0)
-    masks[:, 0, :] = IGNORE_INDEX  # an asymmetric ignored row must move with the image
+    masks[:, 0, :3] = IGNORE_INDEX  # an asymmetric mark (3 pixels of the top row, from the left) moves with the image
     batches = DihedralBatches(HeldOut(images, probs, masks), batch_size=5, seed=3)
     seen = set()
-    for step in range(40):
+    for step in range(60):
         x, y = batches(step)
         assert x.shape == (5, 5, 32, 32) and y.shape == (5, 32, 32)
         labelled = y != IGNORE_INDEX
         assert torch.equal((x[:, 0] > 0)[labelled], (y == 1)[labelled])  # bright pixels are the positives
-        for row in y:  # where the ignored row went: top, bottom, left or right edge
-            ignored = row == IGNORE_INDEX
-            seen.add((bool(ignored[0].all()), bool(ignored[-1].all()), bool(ignored[:, 0].all())))
-    assert len(seen) == 4
+        for row in y:  # the 8 flips and turns put the mark in 8 different places
+            seen.add(tuple(map(tuple, torch.nonzero(row == IGNORE_INDEX).tolist())))
+    assert len(seen) == 8
     x0, y0 = batches(7)
     x1, y1 = DihedralBatches(HeldOut(images, probs, masks), batch_size=5, seed=3)(7)
     assert torch.equal(x0, x1) and torch.equal(y0, y1)
@@ -109,8 +118,10 @@ def test_refiner_corrects_masks_that_are_rounder_than_the_objects(tmp_path):
     before, after = iou(probs.argmax(1)), iou(refiner(images, probs))
     assert before < 0.75 and after > before + 0.1
     # a finished run loads instead of training again
-    again = train_refiner(HeldOut(*train), tmp_path, RefinerConfig(members=1, width=8, steps=150, batch_size=8), progress=False)
-    assert again.fingerprint == refiner.fingerprint
+    log = (tmp_path / "member_0" / "log.jsonl").read_bytes()
+    again = train_refiner(HeldOut(*train), tmp_path, RefinerConfig(members=1, width=8, steps=150, batch_size=8),
+                          progress=False)
+    assert again.fingerprint == refiner.fingerprint and (tmp_path / "member_0" / "log.jsonl").read_bytes() == log
 
 
 def test_fit_refiner_refuses_a_folder_of_other_annotations(tmp_path, stylegan):
@@ -121,6 +132,7 @@ def test_fit_refiner_refuses_a_folder_of_other_annotations(tmp_path, stylegan):
     assert len(refiner.models) == 2 and (tmp_path / "refiner" / "member_1" / "checkpoint.pt").exists()
     assert fit_refiner(stylegan, samples, tmp_path, TINY_DECODER, config, progress=False).fingerprint == \
         refiner.fingerprint
+    assert config.member_seed(1) == 1 and RefinerConfig(seed=1, members=2).member_seed(0) == 2  # no shared member
     with pytest.raises(ValueError, match="other annotations or settings"):
         fit_refiner(stylegan, _samples(stylegan, 3), tmp_path, TINY_DECODER, config, progress=False)
 
@@ -157,5 +169,19 @@ def test_generated_dataset_takes_the_refiners_masks(tmp_path, stylegan):
                               progress=False, refiner=AllObject())
     assert (ShardDataset(folder).read(range(3))["masks"] == 1).all()
     assert json.loads((folder / "manifest.json").read_text())["attrs"]["refiner"] == "all-object"
+    with pytest.raises(ValueError, match="shape"):
+        class Wrong(AllObject):
+            def __call__(self, images, probs):
+                return np.ones((len(images), 32, 32), np.uint8)
+        generate_dataset(stylegan, decoder, tmp_path / "wrong", n_total=2, shard_size=2, progress=False,
+                         refiner=Wrong())
     with pytest.raises(ValueError, match="different dataset"):  # the plain decoder's pairs are another dataset
         generate_dataset(stylegan, decoder, tmp_path / "gen", n_total=3, shard_size=2, batch_size=2, progress=False)
+
+
+def test_settings_tag_follows_the_settings():
+    assert settings_tag(TINY_DECODER) == settings_tag(FitConfig(num_classes=2, width=8, epochs=1, min_epoch_size=2,
+                                                                   checkpoint_every=100))
+    assert settings_tag(TINY_DECODER) != settings_tag(FitConfig(num_classes=2, width=8, epochs=2, min_epoch_size=2,
+                                                                   checkpoint_every=100))
+    assert len(settings_tag(RefinerConfig())) == 10
