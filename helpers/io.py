@@ -63,6 +63,15 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, default=_to_json) + "\n")
 
 
+def claim_run_record(path: str | os.PathLike, record: Any, what: str) -> Path:
+    """Writes ``record`` as JSON at ``path`` unless a different one is there: a run folder serves one set of
+    settings, so a resumed run never mixes in others. ``what`` names the holder in the error."""
+    path = Path(path)
+    if path.exists() and json.loads(path.read_text()) != record:
+        raise ValueError(f"{path.parent} holds {what} ({path}); use a new run folder")
+    return write_json(path, record)
+
+
 def _to_json(obj: Any) -> Any:
     if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
         return obj.tolist()

@@ -45,7 +45,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -329,7 +329,7 @@ def class_weights(samples: Sequence[LabelledLatent], num_classes: int, power: fl
 def settings_tag(*configs: Any) -> str:
     """Short sha256 (10 hex digits) of dataclass configs or JSON-able records, for folder names that change
     with the settings."""
-    records = [asdict(c) if hasattr(c, "__dataclass_fields__") else c for c in configs]
+    records = [asdict(c) if is_dataclass(c) else c for c in configs]
     return hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()[:10]
 
 

@@ -15,7 +15,6 @@ probabilities through the refiner. No label beyond the annotations is used.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from helpers.gans.base import Generator, weights_fingerprint
-from helpers.io import write_json
+from helpers.io import claim_run_record
 from helpers.projection import IGNORE_INDEX, FitConfig, LabelledLatent, fit, predict, samples_fingerprint
 from helpers.segmentation import SegmentationSettings, SegmentationTrainer, UNet, images_to_input
 
@@ -178,11 +177,7 @@ def fit_refiner(G: Generator, samples: list[LabelledLatent], run_dir: str | os.P
     """
     config = config or RefinerConfig()
     run_dir = Path(run_dir)
-    record = refiner_record(samples, fit_config, config)
-    record_path = run_dir / "refiner.json"
-    if record_path.exists() and json.loads(record_path.read_text()) != record:
-        raise ValueError(f"{run_dir} holds a refiner of other annotations or settings ({record_path}); "
-                         "use a new folder")
-    write_json(record_path, record)
+    claim_run_record(run_dir / "refiner.json", refiner_record(samples, fit_config, config),
+                     "a refiner of other annotations or settings")
     held_out = held_out_predictions(G, samples, run_dir / "decoders", fit_config, config.folds, progress)
     return train_refiner(held_out, run_dir / "refiner", config, device, progress)

@@ -47,7 +47,7 @@ from torch import nn
 from helpers.annotations import MULTICLASS_IGNORE, AnnotationStore
 from helpers.data.splits import ProceduralSplits, load_split
 from helpers.gans import load
-from helpers.io import write_json
+from helpers.io import claim_run_record, write_json
 from helpers.projection import accepts, draw_inputs, generate_images
 from helpers.segmentation import (ArrayBatches, SegmentationSettings, SegmentationTrainer, UNet, evaluate_arrays,
                                   evaluate_labels, images_to_input)
@@ -86,11 +86,7 @@ def train_labeller(run_dir: str | os.PathLike, config: LabellerConfig | None = N
     """
     config = config or LabellerConfig()
     run_dir = Path(run_dir)
-    config_path = run_dir / "labeller.json"
-    if config_path.exists() and json.loads(config_path.read_text()) != asdict(config):
-        raise ValueError(f"{run_dir} holds a labeller trained with other settings ({config_path}); "
-                         "use a new run folder")
-    write_json(config_path, asdict(config))
+    claim_run_record(run_dir / "labeller.json", asdict(config), "a labeller trained with other settings")
     images, labels = load_split(config.splits, "train", progress)
     settings = SegmentationSettings(steps=config.steps, lr_step=config.lr_step, checkpoint_every=100,
                                     seed=config.seed)
