@@ -69,7 +69,7 @@ def train_and_score(images: np.ndarray, labels: np.ndarray, n_classes: int, run_
     torch.manual_seed(0)
     settings = SegmentationSettings(steps=steps, lr_step=2 * steps // 3, checkpoint_every=100, seed=0)
     trainer = SegmentationTrainer(run_dir, UNet(n_classes=n_classes, width=width), settings)
-    trainer.train(ArrayBatches(images, labels, 32, seed=0, flip=False))
+    trainer.train(ArrayBatches(images, labels, 32, seed=0, augment="none"))
     test_images, test_labels = test
     binary = evaluate_arrays(trainer.model, test_images, test_labels > 0)
     scores = {key: round(binary[key], 4) for key in ("iou", "f_max", "accuracy")}

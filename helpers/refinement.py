@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from helpers.gans.base import Generator, weights_fingerprint
 from helpers.io import claim_run_record
 from helpers.projection import IGNORE_INDEX, FitConfig, LabelledLatent, fit, predict, samples_fingerprint
-from helpers.segmentation import SegmentationSettings, SegmentationTrainer, UNet, images_to_input
+from helpers.segmentation import SegmentationSettings, SegmentationTrainer, UNet, dihedral, images_to_input
 
 
 @dataclass
@@ -105,12 +105,9 @@ class DihedralBatches:
         rng = np.random.default_rng([self.seed, step])
         idx = rng.integers(len(self.x), size=self.batch_size)
         turns, flips = rng.integers(4, size=self.batch_size), rng.integers(2, size=self.batch_size)
-        xs, ys = [], []
-        for i, k, f in zip(idx, turns, flips):
-            x, y = torch.rot90(self.x[i], int(k), (1, 2)), torch.rot90(self.y[i], int(k), (0, 1))
-            xs.append(x.flip(2) if f else x)
-            ys.append(y.flip(1) if f else y)
-        return torch.stack(xs), torch.stack(ys)
+        views = [int(k + 4 * f) for k, f in zip(turns, flips)]
+        return (torch.stack([dihedral(self.x[i], v) for i, v in zip(idx, views)]),
+                torch.stack([dihedral(self.y[i], v) for i, v in zip(idx, views)]))
 
 
 class MaskRefiner:

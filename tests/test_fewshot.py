@@ -34,8 +34,8 @@ def test_pick_labelled_is_nested_distinct_and_seeded():
 
 def test_binary_targets_merge_every_object_label():
     images, labels = _data()
-    x, y = BinaryTargets(ArrayBatches(images, labels, 4, seed=0, flip=False))(1)
-    _, y_raw = ArrayBatches(images, labels, 4, seed=0, flip=False)(1)
+    x, y = BinaryTargets(ArrayBatches(images, labels, 4, seed=0, augment="none"))(1)
+    _, y_raw = ArrayBatches(images, labels, 4, seed=0, augment="none")(1)
     assert x.shape == (4, 3, 16, 16) and y.dtype == torch.long
     assert torch.equal(y, (y_raw > 0).long())
 

@@ -168,6 +168,11 @@ def test_semantic_projection_notebook_outputs(smoke_run):
     assert all(0 <= c["binary_iou"] <= 1 and 0 <= c["part_iou"] <= 1 for c in metrics["curve"])
     assert metrics["simulated_annotator_val"]["binary_iou"] > 0.5
     assert metrics["refiner"]["steps"] == smoke_parameters()["REFINER_STEPS"] and metrics["refiner"]["folds"] == 4
+    assert metrics["dihedral_tta"] is True and metrics["unet_augment"] == "dihedral"
+    single = metrics["procedural_test_single_view"]
+    assert single["binary"]["n_images"] == test["binary"]["n_images"] and single != test  # both protocols scored
+    main_unet = out / "unets" / f"{Path(metrics['synthetic_shards']).name}_s{smoke_parameters()['SEG_STEPS']}_dihedral"
+    assert main_unet.is_dir()  # the augmented run has a folder of its own
     assert len(list((out / "refiners").glob("k20_*/refiner/member_*"))) == 3  # the main run's ensemble
     manifest = json.loads((Path(metrics["synthetic_shards"]) / "manifest.json").read_text())
     assert manifest["attrs"]["refiner"] == metrics["refiner"]["fingerprint"]  # the pairs carry the refiner's masks
@@ -178,14 +183,19 @@ def test_semantic_projection_notebook_outputs(smoke_run):
 
 @pytest.mark.notebooks
 def test_notebook_05_runs_the_papers_pipeline_without_refiner(tmp_path):
-    """REFINER_STEPS = 0 and plain cross-entropy: the synthetic masks are the decoder's arg-max, as in the paper."""
+    """REFINER_STEPS = 0, plain cross-entropy, no augmentation and single-view scores: the synthetic masks are the
+    decoder's arg-max and the U-Net is trained and scored as in the paper."""
     from helpers.runner import run_notebook
 
     params = {**smoke_parameters(), "DEVICE": "cpu", "INTERACTIVE": False, "REFINER_STEPS": 0,
-              "CLASS_WEIGHT_POWER": 0.0, "CURVE_COUNTS": "2"}
+              "CLASS_WEIGHT_POWER": 0.0, "CURVE_COUNTS": "2", "UNET_AUGMENT": "none", "DIHEDRAL_TTA": False}
     run = run_notebook(NOTEBOOKS_BY_NAME["05_semantic_projection.ipynb"], tmp_path, params, timeout=600)
     assert run.status == "passed", run.error
     assert run.metrics["refiner"] is None and run.metrics["decoder"]["class_weight_power"] == 0.0
+    assert run.metrics["procedural_test_single_view"] == run.metrics["procedural_test"]
+    unets = tmp_path / "05_semantic_projection" / "unets"
+    assert (unets / f"{Path(run.metrics['synthetic_shards']).name}_s{params['SEG_STEPS']}").is_dir()
+    assert not list(unets.glob("*_dihedral"))
     assert [c["k"] for c in run.metrics["curve"]] == [2]
     manifest = json.loads((Path(run.metrics["synthetic_shards"]) / "manifest.json").read_text())
     assert "refiner" not in manifest["attrs"]

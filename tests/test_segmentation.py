@@ -9,6 +9,7 @@ from torch import nn
 from helpers.data.folders import Sample
 from helpers.segmentation import (
     ArrayBatches,
+    DihedralAverage,
     SegmentationInference,
     SegmentationSettings,
     SegmentationTrainer,
@@ -16,6 +17,7 @@ from helpers.segmentation import (
     ShardDataset,
     UNet,
     batch_function,
+    dihedral,
     evaluate_arrays,
     evaluate_folder,
     evaluate_labels,
@@ -23,6 +25,7 @@ from helpers.segmentation import (
     min_edge_size,
     predict_labels,
     predict_proba,
+    undo_dihedral,
     write_shards,
 )
 from helpers.segmentation.shards import shard_path
@@ -104,10 +107,55 @@ def test_array_batches_are_seeded_epochs_with_consistent_flips():
     assert torch.equal((x.mean(1) > 0).long(), y)  # flips move images and masks together
     assert all(torch.equal(a, b) for a, b in zip(source(1), ArrayBatches(images, masks, 4, seed=3)(1)))
     assert not torch.equal(x, ArrayBatches(images, masks, 4, seed=4)(0)[0])
-    no_flip = ArrayBatches(images, masks, batch_size=5, seed=0, flip=False)
+    no_flip = ArrayBatches(images, masks, batch_size=5, seed=0, augment="none")
     seen = torch.cat([no_flip(0)[0], no_flip(1)[0]])  # one epoch: every image exactly once
     expected = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255) * 2 - 1
     assert sorted(seen.sum((1, 2, 3)).tolist()) == sorted(expected.sum((1, 2, 3)).tolist())
+
+
+def test_dihedral_views_are_the_eight_distinct_symmetries_and_undo_inverts_them():
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    views = [dihedral(x, v) for v in range(8)]
+    assert len({tuple(v.flatten().tolist()) for v in views}) == 8
+    assert torch.equal(views[0], x) and torch.equal(views[1], torch.rot90(x, 1, (2, 3)))
+    assert torch.equal(views[4], x.flip(-1))
+    assert all(torch.equal(undo_dihedral(v, i), x) for i, v in enumerate(views))
+    labels = torch.arange(16).reshape(4, 4)  # 2-d labels take the same view over their last two dims
+    assert torch.equal(dihedral(labels, 5), dihedral(x, 5)[0, 0].long())
+    with pytest.raises(ValueError, match="view"):
+        dihedral(x, 8)
+
+
+def test_dihedral_average_is_the_mean_softmax_of_the_views_mapped_back():
+    torch.manual_seed(0)
+    model = nn.Conv2d(3, 3, 3, padding=1)  # not symmetric: its views disagree
+    x = torch.randn(2, 3, 8, 8)
+    expected = torch.stack([undo_dihedral(model(dihedral(x, v)).softmax(1), v) for v in range(8)]).mean(0)
+    averaged = DihedralAverage(model)(x)
+    assert averaged.shape == (2, 3, 8, 8)
+    assert torch.allclose(averaged.softmax(1), expected, atol=1e-6)
+    assert not torch.allclose(expected, model(x).softmax(1), atol=1e-3)
+    assert torch.equal(predict_labels(DihedralAverage(model), x), expected.argmax(1))
+    oracle = Oracle(3)  # per-pixel, so it commutes with every view: averaging changes nothing
+    assert torch.allclose(DihedralAverage(oracle)(x).softmax(1), oracle(x).softmax(1), atol=1e-6)
+
+
+def test_dihedral_augmentation_moves_images_and_labels_together_and_is_seeded(tmp_path):
+    images, masks = squares(12, size=16)
+    source = ArrayBatches(images, masks, batch_size=6, seed=2, augment="dihedral")
+    x, y = source(0)
+    assert torch.equal((x.mean(1) > 0).long(), y)  # each image and its mask under the same view
+    assert torch.equal(x, ArrayBatches(images, masks, 6, seed=2, augment="dihedral")(0)[0])
+    plain_x, _ = ArrayBatches(images, masks, 6, seed=2, augment="none")(0)
+    views = source.sampler.views(0)
+    assert all(torch.equal(xi, dihedral(pi, int(v))) for xi, pi, v in zip(x, plain_x, views))
+    assert len(set(np.concatenate([source.sampler.views(s) for s in range(20)]).tolist())) == 8
+    write_shards(tmp_path, 12, lambda shard, n: {"images": images[6 * shard:6 * shard + n], "masks": masks[6 * shard:6 * shard + n]},
+                 shard_size=6, progress=False)
+    shard_x, shard_y = ShardBatches(tmp_path, 6, seed=2, augment="dihedral")(0)
+    assert torch.equal(shard_x, x) and torch.equal(shard_y, y)
+    with pytest.raises(ValueError, match="augment"):
+        ShardBatches(tmp_path, 6, augment="rotate")
 
 
 def test_batch_function_accepts_step_callables_bare_callables_and_iterators():
@@ -205,7 +253,7 @@ def test_multiclass_with_ignore_index(tmp_path):
     labels[:, 0, :] = 255  # unlabelled first row
     model = UNet(width=4, n_classes=3)
     trainer = SegmentationTrainer(tmp_path / "run", model, settings(steps=3, ignore_index=255))
-    trainer.train(ArrayBatches(images, labels, 4, flip=False), progress=False)
+    trainer.train(ArrayBatches(images, labels, 4, augment="none"), progress=False)
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["loss"]) for r in rows)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1

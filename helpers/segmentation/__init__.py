@@ -1,6 +1,7 @@
 """Segmentation models trained on (synthetic) image/mask pairs: the reference U-Net, HDF5 shards of training
-pairs, batch sources, a resumable trainer and the reference evaluation protocol."""
+pairs, batch sources, a resumable trainer, the reference evaluation protocol and dihedral test-time averaging."""
 
+from helpers.segmentation.dihedral import DihedralAverage, dihedral, undo_dihedral
 from helpers.segmentation.inference import (
     SegmentationInference,
     evaluate_arrays,
@@ -20,6 +21,7 @@ __all__ = [
     "ArrayBatches",
     "Batch",
     "BatchSource",
+    "DihedralAverage",
     "SegmentationInference",
     "SegmentationSettings",
     "SegmentationTrainer",
@@ -27,6 +29,7 @@ __all__ = [
     "ShardDataset",
     "UNet",
     "batch_function",
+    "dihedral",
     "evaluate_arrays",
     "evaluate_folder",
     "evaluate_labels",
@@ -36,5 +39,6 @@ __all__ = [
     "min_edge_size",
     "predict_labels",
     "predict_proba",
+    "undo_dihedral",
     "write_shards",
 ]

@@ -4,7 +4,8 @@ A batch is ``(x, y)``: ``x`` float [B, 3, H, W] in [-1, 1] and ``y`` long [B, H,
 also accepts longer tuples such as ``helpers.masks.SyntheticBatch`` (images, masks, z) and uses the first two).
 `ArrayBatches` and `ShardBatches` are callables of the step index whose batches depend only on (seed, step),
 so a resumed training run sees exactly the batches an uninterrupted one would. Each epoch visits every
-pair once in a seeded random order.
+pair once in a seeded random order. ``augment`` is ``"none"``, ``"flip"`` (horizontal mirrors) or
+``"dihedral"`` (each pair under one of the eight flips and quarter turns, `helpers.segmentation.dihedral`).
 """
 
 from __future__ import annotations
@@ -12,16 +13,21 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable, Iterable, Iterator
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from helpers.segmentation.dihedral import N_VIEWS, dihedral
 from helpers.segmentation.shards import ShardDataset
 
 Batch = tuple[Tensor, Tensor]
 BatchSource = Callable[[int], Batch] | Callable[[], Batch] | Iterable[Batch]
+Augment = Literal["none", "flip", "dihedral"]
+_AUGMENTS = get_args(Augment)
 _FLIP_STREAM = 1  # seeds the flips apart from the epoch orders
+_VIEW_STREAM = 2  # seeds the dihedral views apart from both
 
 
 def images_to_input(images: np.ndarray | Tensor) -> Tensor:
@@ -56,14 +62,29 @@ class _EpochSampler:
         """Which images of batch ``step`` to mirror horizontally (each with probability 1/2)."""
         return np.random.default_rng([self.seed, step, _FLIP_STREAM]).random(self.batch_size) < 0.5
 
+    def views(self, step: int) -> np.ndarray:
+        """The dihedral view (0-7, uniform) of each image of batch ``step``."""
+        return np.random.default_rng([self.seed, step, _VIEW_STREAM]).integers(N_VIEWS, size=self.batch_size)
 
-def _to_batch(images: np.ndarray, labels: np.ndarray, flip: np.ndarray | None) -> Batch:
-    """uint8 images [B, H, W, 3] and labels [B, H, W] as (x, y) tensors, mirrored where ``flip`` says."""
+
+def _check_augment(augment: str) -> str:
+    """``augment`` itself, or a ValueError naming the choices."""
+    if augment not in _AUGMENTS:
+        raise ValueError(f"augment must be one of {_AUGMENTS}; got {augment!r}")
+    return augment
+
+
+def _to_batch(images: np.ndarray, labels: np.ndarray, sampler: _EpochSampler, step: int, augment: str) -> Batch:
+    """uint8 images [B, H, W, 3] and labels [B, H, W] as (x, y) tensors, augmented as ``augment`` says."""
     x, y = images_to_input(images), torch.as_tensor(np.asarray(labels)).long()
-    if flip is not None and flip.any():
-        mirrored = torch.from_numpy(flip)
+    if augment == "flip":
+        mirrored = torch.from_numpy(sampler.flips(step))
         x[mirrored] = x[mirrored].flip(-1)
         y[mirrored] = y[mirrored].flip(-1)
+    elif augment == "dihedral":
+        views = sampler.views(step)
+        x = torch.stack([dihedral(xi, int(v)) for xi, v in zip(x, views)])
+        y = torch.stack([dihedral(yi, int(v)) for yi, v in zip(y, views)])
     return x, y
 
 
@@ -74,35 +95,36 @@ class ArrayBatches:
     default: with a fixed real training set they are the only augmentation.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int = 0, flip: bool = True):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int = 0,
+                 augment: Augment = "flip"):
         images, labels = np.asarray(images), np.asarray(labels)
         if labels.shape != images.shape[:3]:
             raise ValueError(f"labels must be [N, H, W] = {images.shape[:3]}; got {labels.shape}")
-        self.images, self.labels, self.flip = images, labels, flip
+        self.images, self.labels, self.augment = images, labels, _check_augment(augment)
         self.sampler = _EpochSampler(len(images), batch_size, seed)
 
     def __call__(self, step: int) -> Batch:
         """Batch number ``step`` (the same for the same seed and step)."""
         idx = self.sampler.indices(step)
-        return _to_batch(self.images[idx], self.labels[idx], self.sampler.flips(step) if self.flip else None)
+        return _to_batch(self.images[idx], self.labels[idx], self.sampler, step, self.augment)
 
 
 class ShardBatches:
     """Seeded batches read from a shard folder (see `write_shards`), only the needed rows at a time.
 
-    Flips are off by default, since the reference trains on generator outputs without augmentation.
+    No augmentation by default, since the reference trains on generator outputs without it.
     """
 
     def __init__(self, shards: ShardDataset | str | os.PathLike, batch_size: int, seed: int = 0,
-                 flip: bool = False, image_key: str = "images", mask_key: str = "masks"):
+                 augment: Augment = "none", image_key: str = "images", mask_key: str = "masks"):
         self.shards = shards if isinstance(shards, ShardDataset) else ShardDataset(shards)
-        self.keys, self.flip = (image_key, mask_key), flip
+        self.keys, self.augment = (image_key, mask_key), _check_augment(augment)
         self.sampler = _EpochSampler(len(self.shards), batch_size, seed)
 
     def __call__(self, step: int) -> Batch:
         """Batch number ``step`` (the same for the same seed and step)."""
         rows = self.shards.read(self.sampler.indices(step), self.keys)
-        return _to_batch(rows[self.keys[0]], rows[self.keys[1]], self.sampler.flips(step) if self.flip else None)
+        return _to_batch(rows[self.keys[0]], rows[self.keys[1]], self.sampler, step, self.augment)
 
 
 def batch_function(source: BatchSource) -> Callable[[int], Batch]:
