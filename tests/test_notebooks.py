@@ -171,8 +171,8 @@ def test_semantic_projection_notebook_outputs(smoke_run):
     assert metrics["dihedral_tta"] is True and metrics["unet_augment"] == "dihedral"
     single = metrics["procedural_test_single_view"]
     assert single["binary"]["n_images"] == test["binary"]["n_images"] and single != test  # both protocols scored
-    main_unet = out / "unets" / f"{Path(metrics['synthetic_shards']).name}_s{smoke_parameters()['SEG_STEPS']}_dihedral"
-    assert main_unet.is_dir()  # the augmented run has a folder of its own
+    assert metrics["refiner"]["members"] == 3
+    assert len(list((out / "unets").glob(f"{Path(metrics['synthetic_shards']).name}_s{smoke_parameters()['SEG_STEPS']}_*"))) == 1
     assert len(list((out / "refiners").glob("k20_*/refiner/member_*"))) == 3  # the main run's ensemble
     manifest = json.loads((Path(metrics["synthetic_shards"]) / "manifest.json").read_text())
     assert manifest["attrs"]["refiner"] == metrics["refiner"]["fingerprint"]  # the pairs carry the refiner's masks
@@ -192,10 +192,7 @@ def test_notebook_05_runs_the_papers_pipeline_without_refiner(tmp_path):
     run = run_notebook(NOTEBOOKS_BY_NAME["05_semantic_projection.ipynb"], tmp_path, params, timeout=600)
     assert run.status == "passed", run.error
     assert run.metrics["refiner"] is None and run.metrics["decoder"]["class_weight_power"] == 0.0
-    assert run.metrics["procedural_test_single_view"] == run.metrics["procedural_test"]
-    unets = tmp_path / "05_semantic_projection" / "unets"
-    assert (unets / f"{Path(run.metrics['synthetic_shards']).name}_s{params['SEG_STEPS']}").is_dir()
-    assert not list(unets.glob("*_dihedral"))
+    assert run.metrics["dihedral_tta"] is False and run.metrics["unet_augment"] == "none"
     assert [c["k"] for c in run.metrics["curve"]] == [2]
     manifest = json.loads((Path(run.metrics["synthetic_shards"]) / "manifest.json").read_text())
     assert "refiner" not in manifest["attrs"]

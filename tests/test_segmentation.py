@@ -138,6 +138,10 @@ def test_dihedral_average_is_the_mean_softmax_of_the_views_mapped_back():
     assert torch.equal(predict_labels(DihedralAverage(model), x), expected.argmax(1))
     oracle = Oracle(3)  # per-pixel, so it commutes with every view: averaging changes nothing
     assert torch.allclose(DihedralAverage(oracle)(x).softmax(1), oracle(x).softmax(1), atol=1e-6)
+    unet = UNet(n_classes=2, width=4).eval()  # BatchNorm: evaluating through the wrapper keeps eval mode
+    images, masks = squares(2, size=16)
+    evaluate_arrays(DihedralAverage(unet), images, masks)
+    assert not unet.training and not DihedralAverage(unet).training
 
 
 def test_dihedral_augmentation_moves_images_and_labels_together_and_is_seeded(tmp_path):
@@ -156,6 +160,9 @@ def test_dihedral_augmentation_moves_images_and_labels_together_and_is_seeded(tm
     assert torch.equal(shard_x, x) and torch.equal(shard_y, y)
     with pytest.raises(ValueError, match="augment"):
         ShardBatches(tmp_path, 6, augment="rotate")
+    with pytest.raises(ValueError, match="square"):
+        ArrayBatches(images[:, :, :8], masks[:, :, :8], 6, augment="dihedral")
+    assert ArrayBatches(images[:, :, :8], masks[:, :, :8], 6, augment="flip")(0)[0].shape == (6, 3, 16, 8)
 
 
 def test_batch_function_accepts_step_callables_bare_callables_and_iterators():

@@ -40,6 +40,7 @@ class DihedralAverage(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.train(model.training)  # a new module is in training mode; take the model's, so wrapping changes nothing
 
     def forward(self, x: Tensor) -> Tensor:
         """log(mean over views of softmax(model(view)) mapped back), [N, K, H, W]."""

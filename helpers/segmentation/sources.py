@@ -67,10 +67,12 @@ class _EpochSampler:
         return np.random.default_rng([self.seed, step, _VIEW_STREAM]).integers(N_VIEWS, size=self.batch_size)
 
 
-def _check_augment(augment: str) -> str:
-    """``augment`` itself, or a ValueError naming the choices."""
+def _check_augment(augment: str, image_shape: tuple[int, ...]) -> str:
+    """``augment`` itself, or a ValueError naming the choices (quarter turns need square [H, W, 3] images)."""
     if augment not in _AUGMENTS:
         raise ValueError(f"augment must be one of {_AUGMENTS}; got {augment!r}")
+    if augment == "dihedral" and image_shape[0] != image_shape[1]:
+        raise ValueError(f"augment='dihedral' turns images by quarter turns, so they must be square; got {image_shape}")
     return augment
 
 
@@ -100,7 +102,7 @@ class ArrayBatches:
         images, labels = np.asarray(images), np.asarray(labels)
         if labels.shape != images.shape[:3]:
             raise ValueError(f"labels must be [N, H, W] = {images.shape[:3]}; got {labels.shape}")
-        self.images, self.labels, self.augment = images, labels, _check_augment(augment)
+        self.images, self.labels, self.augment = images, labels, _check_augment(augment, images.shape[1:])
         self.sampler = _EpochSampler(len(images), batch_size, seed)
 
     def __call__(self, step: int) -> Batch:
@@ -118,7 +120,7 @@ class ShardBatches:
     def __init__(self, shards: ShardDataset | str | os.PathLike, batch_size: int, seed: int = 0,
                  augment: Augment = "none", image_key: str = "images", mask_key: str = "masks"):
         self.shards = shards if isinstance(shards, ShardDataset) else ShardDataset(shards)
-        self.keys, self.augment = (image_key, mask_key), _check_augment(augment)
+        self.keys, self.augment = (image_key, mask_key), _check_augment(augment, self.shards.shapes[image_key])
         self.sampler = _EpochSampler(len(self.shards), batch_size, seed)
 
     def __call__(self, step: int) -> Batch:
