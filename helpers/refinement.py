@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from helpers.gans.base import Generator, weights_fingerprint
 from helpers.io import claim_run_record
 from helpers.projection import IGNORE_INDEX, FitConfig, LabelledLatent, fit, predict, samples_fingerprint
-from helpers.segmentation import SegmentationSettings, SegmentationTrainer, UNet, dihedral, images_to_input
+from helpers.segmentation import SegmentationSettings, SegmentationTrainer, UNet, dihedral_pairs, images_to_input
 
 
 @dataclass
@@ -105,9 +105,7 @@ class DihedralBatches:
         rng = np.random.default_rng([self.seed, step])
         idx = rng.integers(len(self.x), size=self.batch_size)
         turns, flips = rng.integers(4, size=self.batch_size), rng.integers(2, size=self.batch_size)
-        views = [int(k + 4 * f) for k, f in zip(turns, flips)]
-        return (torch.stack([dihedral(self.x[i], v) for i, v in zip(idx, views)]),
-                torch.stack([dihedral(self.y[i], v) for i, v in zip(idx, views)]))
+        return dihedral_pairs(self.x[idx], self.y[idx], turns + 4 * flips)
 
 
 class MaskRefiner:

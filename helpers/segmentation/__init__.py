@@ -1,7 +1,7 @@
 """Segmentation models trained on (synthetic) image/mask pairs: the reference U-Net, HDF5 shards of training
 pairs, batch sources, a resumable trainer, the reference evaluation protocol and dihedral test-time averaging."""
 
-from helpers.segmentation.dihedral import DihedralAverage, dihedral, undo_dihedral
+from helpers.segmentation.dihedral import DihedralAverage, dihedral, dihedral_pairs, undo_dihedral
 from helpers.segmentation.inference import (
     SegmentationInference,
     evaluate_arrays,
@@ -30,6 +30,7 @@ __all__ = [
     "UNet",
     "batch_function",
     "dihedral",
+    "dihedral_pairs",
     "evaluate_arrays",
     "evaluate_folder",
     "evaluate_labels",

@@ -7,6 +7,8 @@ at test time by averaging its softmax over the eight views (beyond the papers, w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -28,6 +30,13 @@ def undo_dihedral(x: Tensor, view: int, dims: tuple[int, int] = (-2, -1)) -> Ten
         raise ValueError(f"view must be in 0..{N_VIEWS - 1}; got {view}")
     x = x.flip(dims[1]) if view >= 4 else x
     return torch.rot90(x, -(view % 4), dims)
+
+
+def dihedral_pairs(x: Tensor, y: Tensor, views: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Inputs [B, C, H, W] and labels [B, H, W] with sample i of both under view ``views[i]``: augmentation
+    that keeps each image and its labels aligned."""
+    return (torch.stack([dihedral(xi, int(v)) for xi, v in zip(x, views)]),
+            torch.stack([dihedral(yi, int(v)) for yi, v in zip(y, views)]))
 
 
 class DihedralAverage(nn.Module):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from helpers.segmentation.dihedral import N_VIEWS, dihedral
+from helpers.segmentation.dihedral import N_VIEWS, dihedral_pairs
 from helpers.segmentation.shards import ShardDataset
 
 Batch = tuple[Tensor, Tensor]
@@ -84,9 +84,7 @@ def _to_batch(images: np.ndarray, labels: np.ndarray, sampler: _EpochSampler, st
         x[mirrored] = x[mirrored].flip(-1)
         y[mirrored] = y[mirrored].flip(-1)
     elif augment == "dihedral":
-        views = sampler.views(step)
-        x = torch.stack([dihedral(xi, int(v)) for xi, v in zip(x, views)])
-        y = torch.stack([dihedral(yi, int(v)) for yi, v in zip(y, views)])
+        x, y = dihedral_pairs(x, y, sampler.views(step))
     return x, y
 
 
