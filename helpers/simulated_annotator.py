@@ -49,8 +49,8 @@ from helpers.data.splits import ProceduralSplits, load_split
 from helpers.gans import load
 from helpers.io import claim_run_record, write_json
 from helpers.projection import accepts, draw_inputs, generate_images
-from helpers.segmentation import (ArrayBatches, SegmentationSettings, SegmentationTrainer, UNet, evaluate_arrays,
-                                  evaluate_labels, images_to_input)
+from helpers.segmentation import (ArrayBatches, SegmentationSettings, SegmentationTrainer, UNet, evaluate_multiclass,
+                                  images_to_input)
 
 CLASSES = ["background", "object", "part"]
 REPORT_NAME = "simulated_annotator.json"
@@ -134,8 +134,8 @@ def label_fractions(masks: np.ndarray) -> dict[str, float]:
 def labeller_scores(model: nn.Module, images: np.ndarray, labels: np.ndarray,
                     thresholds: tuple[float, ...] = (0.6, 0.8, 0.9)) -> dict[str, Any]:
     """Per-class and binary (class >= 1) IoU on labelled images, and the coverage/accuracy of confident labels."""
-    per_class = evaluate_labels(model, images, labels, len(CLASSES))
-    binary = evaluate_arrays(model, images, labels > 0)
+    scores = evaluate_multiclass(model, images, labels, len(CLASSES))
+    binary = scores["binary"]
     probs = class_probabilities(model, images)
     confident = {}
     for threshold in thresholds:
@@ -144,7 +144,7 @@ def labeller_scores(model: nn.Module, images: np.ndarray, labels: np.ndarray,
         confident[str(threshold)] = {"labelled_fraction": float(labelled.mean()),
                                      "accuracy": float((masks[labelled] == labels[labelled]).mean())
                                      if labelled.any() else None}
-    return {"class_iou": dict(zip(CLASSES, per_class["class_iou"])), "mean_iou": per_class["mean_iou"],
+    return {"class_iou": dict(zip(CLASSES, scores["class_iou"])), "mean_iou": scores["mean_iou"],
             "binary_iou": binary["iou"], "binary_f_max": binary["f_max"], "confident_labels": confident}
 
 

@@ -21,6 +21,7 @@ from helpers.segmentation import (
     evaluate_arrays,
     evaluate_folder,
     evaluate_labels,
+    evaluate_multiclass,
     mean_loss_on,
     min_edge_size,
     predict_labels,
@@ -271,6 +272,25 @@ def test_multiclass_with_ignore_index(tmp_path):
     assert perfect["mean_iou"] == 1.0 and perfect["pixel_accuracy"] == 1.0
     ignored = evaluate_labels(Oracle(), images, labels, n_classes=3, ignore_index=255)
     assert ignored["class_iou"][2] == 0.0 and ignored["class_iou"][0] == 1.0
+
+
+
+def test_one_pass_multiclass_evaluation_equals_the_two_evaluations():
+    images, masks = squares(10, size=16)
+    labels = masks.astype(np.uint8)
+    labels[:, :, :8] *= 2
+    torch.manual_seed(0)
+    model = DihedralAverage(UNet(n_classes=3, width=4))  # untrained: its classes are mixed, nothing is perfect
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    both = evaluate_multiclass(model, images, labels, n_classes=3, batch_size=4)
+    assert len(calls) == 3  # one call per batch
+    assert both["binary"] == evaluate_arrays(model, images, labels > 0, batch_size=4)
+    assert both["binary"]["iou"] < 1
+    separate = evaluate_labels(model, images, labels, n_classes=3, batch_size=4)
+    assert {k: v for k, v in both.items() if k != "binary"} == separate
+    with pytest.raises(ValueError, match="labels must be"):
+        evaluate_multiclass(model, images, labels[:, :8], n_classes=3)
 
 
 # --- shards -----------------------------------------------------------------------------------------------------
