@@ -274,7 +274,6 @@ def test_multiclass_with_ignore_index(tmp_path):
     assert ignored["class_iou"][2] == 0.0 and ignored["class_iou"][0] == 1.0
 
 
-
 def test_one_pass_multiclass_evaluation_equals_the_two_evaluations():
     images, masks = squares(10, size=16)
     labels = masks.astype(np.uint8)

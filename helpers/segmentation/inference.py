@@ -17,7 +17,7 @@ With ``resize_to=None`` the model runs at native resolution and ``p`` is returne
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from helpers.metrics import SaliencyMetrics, class_iou, confusion_matrix, mean_iou
-from helpers.segmentation.sources import images_to_input
+from helpers.segmentation.sources import check_label_shape, images_to_input
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -96,6 +96,13 @@ class SegmentationInference:
         return np.asarray(prob_image, dtype=np.float32) / np.float32(255)
 
 
+def _input_batches(images: np.ndarray, batch_size: int, progress: bool) -> Iterator[tuple[slice, Tensor]]:
+    """(rows, model input) for consecutive batches of uint8 images [N, H, W, 3], with an optional progress bar."""
+    for start in tqdm(range(0, len(images), batch_size), desc="evaluating", disable=not progress):
+        rows = slice(start, start + batch_size)
+        yield rows, images_to_input(images[rows])
+
+
 def evaluate_arrays(model: nn.Module, images: np.ndarray, gt: np.ndarray, batch_size: int = 32,
                     progress: bool = False) -> dict[str, float]:
     """Binary metrics (`helpers.metrics.SaliencyMetrics`) at native resolution on uint8 images and bool masks."""
@@ -103,9 +110,9 @@ def evaluate_arrays(model: nn.Module, images: np.ndarray, gt: np.ndarray, batch_
     if gt.dtype != bool or gt.shape != images.shape[:3]:
         raise ValueError(f"gt must be bool [N, H, W] = {images.shape[:3]}; got {gt.dtype} {gt.shape}")
     metrics = SaliencyMetrics()
-    for start in tqdm(range(0, len(images), batch_size), desc="evaluating", disable=not progress):
-        prob = predict_proba(model, images_to_input(images[start:start + batch_size]), batch_size)
-        for p, g in zip(prob.numpy(), gt[start:start + batch_size]):
+    for rows, x in _input_batches(images, batch_size, progress):
+        prob = predict_proba(model, x, batch_size)
+        for p, g in zip(prob.numpy(), gt[rows]):
             metrics.update(p, g)
     return metrics.result()
 
@@ -132,20 +139,15 @@ def _class_scores(confusion: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _check_labels(images: np.ndarray, labels: np.ndarray) -> None:
-    if labels.shape != images.shape[:3]:
-        raise ValueError(f"labels must be [N, H, W] = {images.shape[:3]}; got {labels.shape}")
-
-
 def evaluate_labels(model: nn.Module, images: np.ndarray, labels: np.ndarray, n_classes: int,
                     ignore_index: int | None = None, batch_size: int = 32, progress: bool = False) -> dict[str, Any]:
     """Multi-class scores at native resolution: per-class IoU, mean IoU and pixel accuracy from one confusion matrix."""
     images, labels = np.asarray(images), np.asarray(labels)
-    _check_labels(images, labels)
+    check_label_shape(images, labels)
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-    for start in tqdm(range(0, len(images), batch_size), desc="evaluating", disable=not progress):
-        pred = predict_labels(model, images_to_input(images[start:start + batch_size]), batch_size)
-        confusion += confusion_matrix(labels[start:start + batch_size], pred.numpy(), n_classes, ignore_index)
+    for rows, x in _input_batches(images, batch_size, progress):
+        pred = predict_labels(model, x, batch_size)
+        confusion += confusion_matrix(labels[rows], pred.numpy(), n_classes, ignore_index)
     return _class_scores(confusion)
 
 
@@ -156,11 +158,11 @@ def evaluate_multiclass(model: nn.Module, images: np.ndarray, labels: np.ndarray
     Equal to calling both, at half the model calls: what counts with a view-averaged model (8 calls each).
     """
     images, labels = np.asarray(images), np.asarray(labels)
-    _check_labels(images, labels)
+    check_label_shape(images, labels)
     metrics, confusion = SaliencyMetrics(), np.zeros((n_classes, n_classes), dtype=np.int64)
-    for start in tqdm(range(0, len(images), batch_size), desc="evaluating", disable=not progress):
-        logits = _predict(model, images_to_input(images[start:start + batch_size]), batch_size, lambda out: out)
-        batch_labels = labels[start:start + batch_size]
+    for rows, x in _input_batches(images, batch_size, progress):
+        logits = _predict(model, x, batch_size, lambda out: out)
+        batch_labels = labels[rows]
         for p, g in zip(foreground_probability(logits).numpy(), batch_labels > 0):
             metrics.update(p, g)
         confusion += confusion_matrix(batch_labels, logits.argmax(dim=1).numpy(), n_classes)

@@ -67,6 +67,12 @@ class _EpochSampler:
         return np.random.default_rng([self.seed, step, _VIEW_STREAM]).integers(N_VIEWS, size=self.batch_size)
 
 
+def check_label_shape(images: np.ndarray, labels: np.ndarray) -> None:
+    """A ValueError unless ``labels`` is [N, H, W] for ``images`` [N, H, W, 3]."""
+    if labels.shape != images.shape[:3]:
+        raise ValueError(f"labels must be [N, H, W] = {images.shape[:3]}; got {labels.shape}")
+
+
 def _check_augment(augment: str, image_shape: tuple[int, ...]) -> str:
     """``augment`` itself, or a ValueError naming the choices (quarter turns need square [H, W, 3] images)."""
     if augment not in _AUGMENTS:
@@ -98,8 +104,7 @@ class ArrayBatches:
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int = 0,
                  augment: Augment = "flip"):
         images, labels = np.asarray(images), np.asarray(labels)
-        if labels.shape != images.shape[:3]:
-            raise ValueError(f"labels must be [N, H, W] = {images.shape[:3]}; got {labels.shape}")
+        check_label_shape(images, labels)
         self.images, self.labels, self.augment = images, labels, _check_augment(augment, images.shape[1:])
         self.sampler = _EpochSampler(len(images), batch_size, seed)
 
