@@ -46,7 +46,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Literal, NamedTuple
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -54,6 +53,7 @@ from scipy import ndimage
 from torch import Tensor
 
 from helpers.gans.base import Generator, to_uint8
+from helpers.grabcut import grabcut_refine
 
 GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 HIST_BINS = 12
@@ -65,7 +65,6 @@ STACK_STRUCTURE = np.pad(np.ones((1, 3, 3), dtype=bool), ((1, 1), (0, 0), (0, 0)
 
 Rule = Literal["lighting", "mean_thr"]
 Refinement = Literal["none", "grabcut"]
-GRABCUT_ITERATIONS = 5
 # On a CPU the generator forward runs 2-3x faster per image in chunks of 16 latents (32 images) than in
 # batches of 128 or more, whose activations outgrow the caches (benchmarks/generator_forward.py --chunks).
 CPU_LATENT_CHUNK = 16
@@ -165,26 +164,6 @@ def components_filter_single(mask: np.ndarray) -> np.ndarray:
     areas = np.bincount(labels.ravel())[1:]
     keep = np.concatenate([[False], areas / areas.max() > COMPONENT_RATIO])
     return keep[labels]
-
-
-def grabcut_refine(images: np.ndarray, masks: np.ndarray, iterations: int = GRABCUT_ITERATIONS) -> np.ndarray:
-    """Each mask re-fitted to its own image's colours by OpenCV's GrabCut (beyond the reference).
-
-    images uint8 [B, H, W, 3] RGB, masks bool [B, H, W]. GrabCut starts from the mask as *probable*
-    foreground and the rest as probable background, fits one colour model per region and image, and
-    re-labels pixels by colour and edges. Empty or full masks stay as they are. About 8 ms per 64-px mask
-    on a CPU core.
-    """
-    refined = masks.copy()
-    for i, (image, mask) in enumerate(zip(images, masks)):
-        if mask.all() or not mask.any():
-            continue
-        labels = np.where(mask, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
-        models = np.zeros((1, 65)), np.zeros((1, 65))
-        cv2.setRNGSeed(0)  # GrabCut's k-means start: each mask's result depends on its image and mask alone
-        cv2.grabCut(np.ascontiguousarray(image[..., ::-1]), labels, None, *models, iterations, cv2.GC_INIT_WITH_MASK)
-        refined[i] = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
-    return refined
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ import torch
 
 from helpers.gans import load, to_uint8
 from helpers.gans.base import Generator
+from helpers.grabcut import grabcut_refine
 from helpers.masks import (
     MaskRules,
     MaskSynthesizer,
@@ -19,7 +20,6 @@ from helpers.masks import (
     border_fraction,
     components_filter,
     components_filter_single,
-    grabcut_refine,
     mask_iou,
     count_maxima,
     count_maxima_single,
@@ -352,35 +352,6 @@ def test_masks_of_a_noisy_generator_come_from_the_shift_alone(noisy_stylegan2):
     zero = torch.zeros(G.dim_z)
     for fn in (synthesize, synthesize_per_image):
         assert fn(G, z, zero, MaskRules(r=5.0)).masks.float().mean() < 0.01  # unshared noise marks about half
-
-
-def _disk_scene(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A noisy 64-px image: a disk of one colour on a background of another, and the disk's mask."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:64, :64]
-    disk = (yy - 30) ** 2 + (xx - 34) ** 2 < 14**2
-    colours = rng.integers(0, 256, (2, 3))
-    image = np.where(disk[..., None], colours[0], colours[1]) + rng.normal(0, 12, (64, 64, 3))
-    return np.clip(image, 0, 255).astype(np.uint8), disk
-
-
-def test_grabcut_snaps_a_sloppy_mask_to_the_object():
-    scenes = [_disk_scene(seed) for seed in range(4)]
-    images = np.stack([image for image, _ in scenes])
-    truth = np.stack([disk for _, disk in scenes])
-    sloppy = np.roll(truth, (4, -5), axis=(1, 2))  # the object's shape, misplaced by 6 px
-    sloppy[2] = False  # empty and full masks are left alone
-    sloppy[3] = True
-
-    def iou(a: np.ndarray, b: np.ndarray) -> float:
-        return float((a & b).sum() / (a | b).sum())
-
-    refined = grabcut_refine(images, sloppy)
-    for i in (0, 1):
-        assert iou(sloppy[i], truth[i]) < 0.6 and iou(refined[i], truth[i]) > 0.95
-    assert not refined[2].any() and refined[3].all()
-    # each mask's result depends on its own image and mask only, not on what ran before
-    assert np.array_equal(grabcut_refine(images[1::-1], sloppy[1::-1]), refined[1::-1])
 
 
 def test_refinement_changes_only_kept_masks_and_no_verdict(G, direction):

@@ -292,6 +292,33 @@ def test_one_pass_multiclass_evaluation_equals_the_two_evaluations():
         evaluate_multiclass(model, images, labels[:, :8], n_classes=3)
 
 
+def test_multiclass_evaluation_scores_the_refined_probabilities():
+    images, masks = squares(10, size=16)
+    labels = masks.astype(np.uint8)
+    labels[:, :, :8] *= 2
+    torch.manual_seed(0)
+    model = UNet(n_classes=3, width=4)
+    seen = []
+
+    def identity(batch_images, probs):
+        seen.append(batch_images)
+        assert probs.shape == (len(batch_images), 3, 16, 16)
+        np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+        return probs
+
+    plain = evaluate_multiclass(model, images, labels, n_classes=3, batch_size=4)
+    assert evaluate_multiclass(model, images, labels, n_classes=3, batch_size=4, refine=identity) == plain
+    assert np.array_equal(np.concatenate(seen), images) and [len(b) for b in seen] == [4, 4, 2]
+    starts = iter(range(0, 10, 4))
+
+    def oracle(batch_images, probs):  # the true labels as one-hot probabilities
+        start = next(starts)
+        return np.eye(3, dtype=np.float32)[labels[start:start + len(batch_images)]].transpose(0, 3, 1, 2)
+
+    perfect = evaluate_multiclass(model, images, labels, n_classes=3, batch_size=4, refine=oracle)
+    assert plain["binary"]["iou"] < 1 and perfect["binary"]["iou"] == 1 and perfect["mean_iou"] == 1
+
+
 # --- shards -----------------------------------------------------------------------------------------------------
 
 def make_batch_recording(calls):

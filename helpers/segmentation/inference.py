@@ -152,18 +152,26 @@ def evaluate_labels(model: nn.Module, images: np.ndarray, labels: np.ndarray, n_
 
 
 def evaluate_multiclass(model: nn.Module, images: np.ndarray, labels: np.ndarray, n_classes: int,
-                        batch_size: int = 32, progress: bool = False) -> dict[str, Any]:
+                        batch_size: int = 32, progress: bool = False,
+                        refine: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> dict[str, Any]:
     """`evaluate_labels`' scores plus ``"binary"``, `evaluate_arrays` on class >= 1, from one forward pass.
 
     Equal to calling both, at half the model calls: what counts with a view-averaged model (8 calls each).
+    ``refine(images, probs)``, if given, maps each batch's uint8 images [B, H, W, 3] and softmax probabilities
+    [B, K, H, W] to the probabilities that are scored (e.g. `helpers.grabcut.TrimapGrabCut`).
     """
     images, labels = np.asarray(images), np.asarray(labels)
     check_label_shape(images, labels)
     metrics, confusion = SaliencyMetrics(), np.zeros((n_classes, n_classes), dtype=np.int64)
     for rows, x in _input_batches(images, batch_size, progress):
         logits = _predict(model, x, batch_size, lambda out: out)
+        if refine is None:
+            foreground, predicted = foreground_probability(logits).numpy(), logits.argmax(dim=1).numpy()
+        else:
+            probs = refine(images[rows], torch.softmax(logits.float(), dim=1).numpy())
+            foreground, predicted = 1 - probs[:, 0], probs.argmax(1)
         batch_labels = labels[rows]
-        for p, g in zip(foreground_probability(logits).numpy(), batch_labels > 0):
+        for p, g in zip(foreground, batch_labels > 0):
             metrics.update(p, g)
-        confusion += confusion_matrix(batch_labels, logits.argmax(dim=1).numpy(), n_classes)
+        confusion += confusion_matrix(batch_labels, predicted, n_classes)
     return {"binary": metrics.result(), **_class_scores(confusion)}
