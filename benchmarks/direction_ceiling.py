@@ -28,8 +28,8 @@ from helpers.gans.base import Generator
 from helpers.gans.shift_spaces import with_shift_space
 from helpers.io import write_json
 from helpers.masks import MaskSynthesizer
-from helpers.segmentation import SegmentationSettings, SegmentationTrainer, UNet, evaluate_arrays
-from helpers.simulated_annotator import class_probabilities, train_labeller
+from helpers.segmentation import SegmentationSettings, SegmentationTrainer, UNet, class_probabilities, evaluate_arrays
+from helpers.simulated_annotator import train_labeller
 
 
 def unsupervised_quality(G: Generator, direction: torch.Tensor, run_dir: Path, magnitude: float, steps: int,

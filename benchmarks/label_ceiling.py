@@ -31,9 +31,9 @@ from helpers.gans.base import Generator
 from helpers.io import write_json
 from helpers.metrics import class_iou, confusion_matrix, evaluate_saliency
 from helpers.projection import FitConfig, SemanticDecoder, draw_inputs, fit, generate_images, synthetic_batch_fn
-from helpers.segmentation import (ArrayBatches, SegmentationSettings, SegmentationTrainer, UNet, evaluate_arrays,
-                                  evaluate_labels)
-from helpers.simulated_annotator import CLASSES, class_probabilities, train_labeller
+from helpers.segmentation import (ArrayBatches, SegmentationSettings, SegmentationTrainer, UNet, class_probabilities,
+                                  evaluate_arrays, evaluate_labels)
+from helpers.simulated_annotator import CLASSES, train_labeller
 
 BATCH = 64
 

@@ -7,8 +7,8 @@ then relabels the pixels it may change by colour and edges. Two ways in:
   Notebook 04 uses it on the masks of a latent shift (`helpers.masks`, ``refine="grabcut"``).
 * `TrimapGrabCut`: a segmentation model's foreground probability as a trimap. Pixels the model is sure of
   (``p > sure_foreground``, ``p < sure_background``) are fixed, the rest start from the model's decision
-  (``p > 0.5``) and may change. Notebook 05 scores its U-Net's test masks after it: the model finds the
-  object, the re-fit snaps the outline to the image's colours.
+  (``p >= 0.5``, as the metrics threshold it) and may change. Notebook 05 scores its U-Net's test masks
+  after it: the model finds the object, the re-fit snaps the outline to the image's colours.
 
 OpenCV's k-means start is re-seeded before every image, so each result depends on its image and mask alone.
 """
@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from helpers.metrics import MASK_THRESHOLD
 
 GRABCUT_ITERATIONS = 5
 
@@ -71,7 +73,7 @@ class TrimapGrabCut:
         """Bool masks [B, H, W]: GrabCut from the trimap of foreground probabilities [B, H, W]."""
         if images.shape[:3] != foreground.shape:
             raise ValueError(f"images {images.shape} and foreground probabilities {foreground.shape} differ in size")
-        decided = foreground > 0.5
+        decided = foreground >= MASK_THRESHOLD
         refined = decided.copy()
         for i, (image, p) in enumerate(zip(images, foreground)):
             labels = np.where(decided[i], cv2.GC_PR_FGD, cv2.GC_PR_BGD)

@@ -49,8 +49,8 @@ from helpers.data.splits import ProceduralSplits, load_split
 from helpers.gans import load
 from helpers.io import claim_run_record, write_json
 from helpers.projection import accepts, draw_inputs, generate_images
-from helpers.segmentation import (ArrayBatches, SegmentationSettings, SegmentationTrainer, UNet, evaluate_multiclass,
-                                  images_to_input)
+from helpers.segmentation import (ArrayBatches, SegmentationSettings, SegmentationTrainer, UNet, class_probabilities,
+                                  evaluate_multiclass)
 
 CLASSES = ["background", "object", "part"]
 REPORT_NAME = "simulated_annotator.json"
@@ -101,20 +101,6 @@ def train_labeller(run_dir: str | os.PathLike, config: LabellerConfig | None = N
     val_images, val_labels = load_split(config.splits, "val", progress)
     return model, {"step": step, "train_seconds": seconds,
                    "val": labeller_scores(model, val_images, val_labels)}
-
-
-@torch.no_grad()
-def class_probabilities(model: nn.Module, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Softmax probabilities float32 [N, K, H, W] of a segmentation model on uint8 images [N, H, W, 3], eval mode."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        x = images_to_input(images)
-        return torch.cat([model(x[i:i + batch_size].to(device)).float().softmax(1).cpu()
-                          for i in range(0, len(x), batch_size)]).numpy()
-    finally:
-        model.train(was_training)
 
 
 def confident_labels(probs: np.ndarray, threshold: float) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -9,6 +10,7 @@ from helpers.grabcut import TrimapGrabCut, grabcut_refine
 
 YY, XX = np.mgrid[:64, :64]
 DISK = (YY - 30) ** 2 + (XX - 34) ** 2 < 14**2
+DISTRACTOR = (YY >= 3) & (YY < 10) & (XX >= 3) & (XX < 10)
 
 
 def _disk_scene(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -20,10 +22,11 @@ def _disk_scene(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _striped_scene(seed: int) -> np.ndarray:
-    """A noisy 64-px image: a red disk on horizontal stripes of two other colours (bands of 6 rows)."""
+    """A noisy 64-px image: a red disk on horizontal stripes of two other colours (bands of 6 rows), and a red
+    square in the top-left corner, far from the disk: background that looks like the object."""
     rng = np.random.default_rng(seed)
     stripes = np.where((YY // 6)[..., None] % 2 == 0, [40, 160, 60], [230, 230, 240])
-    image = np.where(DISK[..., None], [200, 30, 30], stripes) + rng.normal(0, 10, (64, 64, 3))
+    image = np.where((DISK | DISTRACTOR)[..., None], [200, 30, 30], stripes) + rng.normal(0, 10, (64, 64, 3))
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
@@ -49,7 +52,8 @@ def test_grabcut_snaps_a_sloppy_mask_to_the_object():
 
 def _model_guess() -> np.ndarray:
     """Foreground probability of a sloppy model: sure of the disk's core, unsure of a ring around it and of one
-    stripe band to its right (the mistake a model makes on striped backgrounds), sure of the far background."""
+    stripe band to its right (the mistake a model makes on striped backgrounds), sure of the far background,
+    the red square included."""
     core = (YY - 30) ** 2 + (XX - 34) ** 2 < 10**2
     ring = ((YY - 30) ** 2 + (XX - 34) ** 2 < 18**2) & ~core
     band = (YY >= 24) & (YY < 30) & (XX >= 50) & (XX < 62)
@@ -61,11 +65,25 @@ def test_trimap_grabcut_keeps_the_object_and_drops_the_unsure_background():
     images = np.stack([_striped_scene(seed) for seed in range(3)])
     guess = np.repeat(_model_guess()[None], 3, axis=0)
     refined = TrimapGrabCut().masks(images, guess)
+    plain = grabcut_refine(images, guess >= 0.5)  # every pixel may change: the red square joins the object
+    unfixed = TrimapGrabCut(sure_background=0).masks(images, guess)
     for i in range(3):
-        assert iou(guess[i] > 0.5, DISK) < 0.75  # the model's own mask: the ring and the stripe band
-        assert iou(refined[i], DISK) > 0.93
-        assert refined[i][guess[i] > 0.9].all() and not refined[i][guess[i] < 0.01].any()  # sure pixels stay
+        assert iou(guess[i] >= 0.5, DISK) < 0.75  # the model's own mask: the ring and the stripe band
+        assert iou(refined[i], DISK) > 0.97
+        assert iou(plain[i], DISK) < 0.95 and iou(unfixed[i], DISK) < 0.95
     assert np.array_equal(TrimapGrabCut().masks(images[::-1], guess[::-1]), refined[::-1])
+
+
+def test_trimap_grabcut_fixes_the_sure_pixels(monkeypatch):
+    import helpers.grabcut as grabcut
+
+    seen = []
+    monkeypatch.setattr(grabcut, "_fit", lambda image, labels, iterations: seen.append(labels) or labels > 9)
+    p = np.array([[0.95, 0.9, 0.7, 0.5], [0.49, 0.2, 0.01, 0.005]], np.float32)
+    TrimapGrabCut().masks(np.zeros((1, 2, 4, 3), np.uint8), p[None])
+    expected = [[cv2.GC_FGD, cv2.GC_PR_FGD, cv2.GC_PR_FGD, cv2.GC_PR_FGD],
+                [cv2.GC_PR_BGD, cv2.GC_PR_BGD, cv2.GC_PR_BGD, cv2.GC_BGD]]
+    assert len(seen) == 1 and np.array_equal(seen[0], expected)
 
 
 def test_trimap_grabcut_class_probabilities():

@@ -4,6 +4,7 @@ pairs, batch sources, a resumable trainer, the reference evaluation protocol and
 from helpers.segmentation.dihedral import DihedralAverage, dihedral, dihedral_pairs, undo_dihedral
 from helpers.segmentation.inference import (
     SegmentationInference,
+    class_probabilities,
     evaluate_arrays,
     evaluate_folder,
     evaluate_labels,
@@ -30,6 +31,7 @@ __all__ = [
     "ShardDataset",
     "UNet",
     "batch_function",
+    "class_probabilities",
     "dihedral",
     "dihedral_pairs",
     "evaluate_arrays",

@@ -61,6 +61,11 @@ def predict_labels(model: nn.Module, x: Tensor, batch_size: int = 16) -> Tensor:
     return _predict(model, x, batch_size, lambda logits: logits.argmax(dim=1))
 
 
+def class_probabilities(model: nn.Module, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Softmax probabilities float32 [N, K, H, W] of a segmentation model on uint8 images [N, H, W, 3], eval mode."""
+    return _predict(model, images_to_input(images), batch_size, lambda logits: logits.float().softmax(1)).numpy()
+
+
 def min_edge_size(height: int, width: int, resize_to: int) -> tuple[int, int]:
     """(height, width) with the min edge equal to ``resize_to`` and the other floored, aspect kept."""
     if height <= width:
