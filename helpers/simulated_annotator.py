@@ -50,7 +50,7 @@ from helpers.gans import load
 from helpers.io import claim_run_record, write_json
 from helpers.projection import accepts, draw_inputs, generate_images
 from helpers.segmentation import (ArrayBatches, SegmentationSettings, SegmentationTrainer, UNet, class_probabilities,
-                                  evaluate_multiclass)
+                                  multiclass_scores)
 
 CLASSES = ["background", "object", "part"]
 REPORT_NAME = "simulated_annotator.json"
@@ -120,9 +120,9 @@ def label_fractions(masks: np.ndarray) -> dict[str, float]:
 def labeller_scores(model: nn.Module, images: np.ndarray, labels: np.ndarray,
                     thresholds: tuple[float, ...] = (0.6, 0.8, 0.9)) -> dict[str, Any]:
     """Per-class and binary (class >= 1) IoU on labelled images, and the coverage/accuracy of confident labels."""
-    scores = evaluate_multiclass(model, images, labels, len(CLASSES))
-    binary = scores["binary"]
     probs = class_probabilities(model, images)
+    scores = multiclass_scores(probs, labels, len(CLASSES))
+    binary = scores["binary"]
     confident = {}
     for threshold in thresholds:
         masks = confident_labels(probs, threshold)

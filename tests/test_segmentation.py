@@ -17,13 +17,14 @@ from helpers.segmentation import (
     ShardDataset,
     UNet,
     batch_function,
+    class_probabilities,
     dihedral,
     evaluate_arrays,
     evaluate_folder,
     evaluate_labels,
-    evaluate_multiclass,
     mean_loss_on,
     min_edge_size,
+    multiclass_scores,
     predict_labels,
     predict_proba,
     undo_dihedral,
@@ -282,41 +283,27 @@ def test_one_pass_multiclass_evaluation_equals_the_two_evaluations():
     model = DihedralAverage(UNet(n_classes=3, width=4))  # untrained: its classes are mixed, nothing is perfect
     calls = []
     model.register_forward_hook(lambda *_: calls.append(1))
-    both = evaluate_multiclass(model, images, labels, n_classes=3, batch_size=4)
+    probs = class_probabilities(model, images, batch_size=4)
     assert len(calls) == 3  # one call per batch
+    assert probs.shape == (10, 3, 16, 16) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+    both = multiclass_scores(probs, labels, n_classes=3)
     assert both["binary"] == evaluate_arrays(model, images, labels > 0, batch_size=4)
     assert both["binary"]["iou"] < 1
     separate = evaluate_labels(model, images, labels, n_classes=3, batch_size=4)
     assert {k: v for k, v in both.items() if k != "binary"} == separate
     with pytest.raises(ValueError, match="labels must be"):
-        evaluate_multiclass(model, images, labels[:, :8], n_classes=3)
+        multiclass_scores(probs, labels[:, :8], n_classes=3)
 
 
-def test_multiclass_evaluation_scores_the_refined_probabilities():
-    images, masks = squares(10, size=16)
-    labels = masks.astype(np.uint8)
+def test_multiclass_scores_score_the_probabilities_given():
+    labels = squares(10, size=16)[1].astype(np.uint8)
     labels[:, :, :8] *= 2
-    torch.manual_seed(0)
-    model = UNet(n_classes=3, width=4)
-    seen = []
-
-    def identity(batch_images, probs):
-        seen.append(batch_images)
-        assert probs.shape == (len(batch_images), 3, 16, 16)
-        np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
-        return probs
-
-    plain = evaluate_multiclass(model, images, labels, n_classes=3, batch_size=4)
-    assert evaluate_multiclass(model, images, labels, n_classes=3, batch_size=4, refine=identity) == plain
-    assert np.array_equal(np.concatenate(seen), images) and [len(b) for b in seen] == [4, 4, 2]
-    starts = iter(range(0, 10, 4))
-
-    def oracle(batch_images, probs):  # the true labels as one-hot probabilities
-        start = next(starts)
-        return np.eye(3, dtype=np.float32)[labels[start:start + len(batch_images)]].transpose(0, 3, 1, 2)
-
-    perfect = evaluate_multiclass(model, images, labels, n_classes=3, batch_size=4, refine=oracle)
-    assert plain["binary"]["iou"] < 1 and perfect["binary"]["iou"] == 1 and perfect["mean_iou"] == 1
+    oracle = np.eye(3, dtype=np.float32)[labels].transpose(0, 3, 1, 2)  # the true labels as one-hot probabilities
+    perfect = multiclass_scores(oracle, labels, n_classes=3)
+    assert perfect["binary"]["iou"] == 1 and perfect["mean_iou"] == 1
+    flipped = multiclass_scores(oracle[:, ::-1], labels, n_classes=3)  # background and part swapped
+    assert flipped["binary"]["iou"] < 1 and flipped["mean_iou"] < 1
 
 
 # --- shards -----------------------------------------------------------------------------------------------------

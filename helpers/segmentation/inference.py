@@ -61,11 +61,6 @@ def predict_labels(model: nn.Module, x: Tensor, batch_size: int = 16) -> Tensor:
     return _predict(model, x, batch_size, lambda logits: logits.argmax(dim=1))
 
 
-def class_probabilities(model: nn.Module, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Softmax probabilities float32 [N, K, H, W] of a segmentation model on uint8 images [N, H, W, 3], eval mode."""
-    return _predict(model, images_to_input(images), batch_size, lambda logits: logits.float().softmax(1)).numpy()
-
-
 def min_edge_size(height: int, width: int, resize_to: int) -> tuple[int, int]:
     """(height, width) with the min edge equal to ``resize_to`` and the other floored, aspect kept."""
     if height <= width:
@@ -156,27 +151,24 @@ def evaluate_labels(model: nn.Module, images: np.ndarray, labels: np.ndarray, n_
     return _class_scores(confusion)
 
 
-def evaluate_multiclass(model: nn.Module, images: np.ndarray, labels: np.ndarray, n_classes: int,
-                        batch_size: int = 32, progress: bool = False,
-                        refine: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> dict[str, Any]:
-    """`evaluate_labels`' scores plus ``"binary"``, `evaluate_arrays` on class >= 1, from one forward pass.
+def class_probabilities(model: nn.Module, images: np.ndarray, batch_size: int = 64,
+                        progress: bool = False) -> np.ndarray:
+    """Softmax probabilities float32 [N, K, H, W] of a segmentation model on uint8 images [N, H, W, 3], eval mode."""
+    return np.concatenate([_predict(model, x, batch_size, lambda logits: logits.float().softmax(1)).numpy()
+                           for _, x in _input_batches(np.asarray(images), batch_size, progress)])
 
-    Equal to calling both, at half the model calls: what counts with a view-averaged model (8 calls each).
-    ``refine(images, probs)``, if given, maps each batch's uint8 images [B, H, W, 3] and softmax probabilities
-    [B, K, H, W] to the probabilities that are scored (e.g. `helpers.grabcut.TrimapGrabCut`).
+
+def multiclass_scores(probs: np.ndarray, labels: np.ndarray, n_classes: int) -> dict[str, Any]:
+    """`evaluate_labels`' scores of the arg-max plus ``"binary"``, `evaluate_arrays`' scores of ``1 - p_0`` against
+    class >= 1, for class probabilities [N, K, H, W] (`class_probabilities`, possibly refined) and labels [N, H, W].
+
+    With the probabilities of one pass, this equals calling both evaluations at half the model calls: what counts
+    with a view-averaged model (8 calls each), or when one pass is scored with and without a refinement.
     """
-    images, labels = np.asarray(images), np.asarray(labels)
-    check_label_shape(images, labels)
-    metrics, confusion = SaliencyMetrics(), np.zeros((n_classes, n_classes), dtype=np.int64)
-    for rows, x in _input_batches(images, batch_size, progress):
-        logits = _predict(model, x, batch_size, lambda out: out)
-        if refine is None:
-            foreground, predicted = foreground_probability(logits).numpy(), logits.argmax(dim=1).numpy()
-        else:
-            probs = refine(images[rows], torch.softmax(logits.float(), dim=1).numpy())
-            foreground, predicted = 1 - probs[:, 0], probs.argmax(1)
-        batch_labels = labels[rows]
-        for p, g in zip(foreground, batch_labels > 0):
-            metrics.update(p, g)
-        confusion += confusion_matrix(batch_labels, predicted, n_classes)
-    return {"binary": metrics.result(), **_class_scores(confusion)}
+    labels = np.asarray(labels)
+    if probs.ndim != 4 or (probs.shape[0], *probs.shape[2:]) != labels.shape:
+        raise ValueError(f"labels must be [N, H, W] for probabilities {probs.shape}; got {labels.shape}")
+    metrics = SaliencyMetrics()
+    for p, g in zip(1 - probs[:, 0], labels > 0):
+        metrics.update(p, g)
+    return {"binary": metrics.result(), **_class_scores(confusion_matrix(labels, probs.argmax(1), n_classes))}
