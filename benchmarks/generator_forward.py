@@ -4,8 +4,8 @@
 
 Prints the median wall time per forward pass (eval mode, no grad) after warm-up runs. ``--chunks`` also times
 mask synthesis's generator work, ``G.pair`` (G(z) and G(z + r h) in one forward) on 1,024 latents split into
-chunks of each size, weights channels-last as in `helpers.masks.MaskSynthesizer` (StyleGAN2 in ``w:64``), and
-prints latents per second: the measurement behind ``helpers.masks.CPU_LATENT_CHUNK``.
+chunks of each size, weights channels-last as in `helpers.direction_masks.synthesis.MaskSynthesizer` (StyleGAN2 in ``w:64``), and
+prints latents per second: the measurement behind ``helpers.direction_masks.synthesis.CPU_LATENT_CHUNK``.
 """
 
 import argparse
@@ -15,8 +15,8 @@ import time
 import torch
 
 from helpers.gans import load
+from helpers.gans.base import prefer_channels_last
 from helpers.gans.shift_spaces import with_shift_space
-from helpers.masks import prefer_channels_last
 
 
 def median_seconds(fn, repeats: int) -> float:

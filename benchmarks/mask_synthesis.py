@@ -1,4 +1,4 @@
-"""Mask synthesis speed: the batched path (helpers.masks.synthesize) against the per-image reference procedure.
+"""Mask synthesis speed: the batched path (helpers.direction_masks.synthesis.synthesize) against the per-image reference procedure.
 
     python benchmarks/mask_synthesis.py [--batch 32] [--batches 4] [--threads 2] [--device cpu]
         [--generator default-biggan] [--direction FILE] [--rule lighting] [--bigbigan-random]
@@ -20,19 +20,12 @@ from typing import TypeVar
 
 import torch
 
-from helpers.directions import load_direction
+from helpers.direction_masks.direction_files import load_direction
+from helpers.direction_masks.reference_path import apply_rules_per_image, synthesize_per_image
+from helpers.direction_masks.synthesis import MaskRules, SynthesisResult, apply_rules, synthesize
 from helpers.gans import load
-from helpers.gans.base import Generator
+from helpers.gans.base import Generator, prefer_channels_last
 from helpers.gans.biggan import BigGAN
-from helpers.masks import (
-    MaskRules,
-    SynthesisResult,
-    apply_rules,
-    apply_rules_per_image,
-    prefer_channels_last,
-    synthesize,
-    synthesize_per_image,
-)
 
 T = TypeVar("T")
 

@@ -35,12 +35,12 @@ import pooch
 import requests
 import torch
 
+from helpers.core.io import write_json
+from helpers.core.manifest import sha256_file
+from helpers.core.paths import embeddings_dir, resolve, weights_dir
 from helpers.gans.biggan import BigGAN
 from helpers.gans.checkpoints import from_object, read_checkpoint
 from helpers.gans.stylegan2 import StyleGAN2
-from helpers.io import write_json
-from helpers.manifest import sha256_file
-from helpers.paths import embeddings_dir, resolve, weights_dir
 
 LOCK = "assets.lock.json"
 FOLDERS = ("weights", "embeddings")

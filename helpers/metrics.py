@@ -202,3 +202,8 @@ def mean_iou(confusion: np.ndarray) -> float:
     if np.isnan(ious).all():
         raise ValueError("confusion matrix counts no pixels: mean IoU is undefined")
     return float(np.nanmean(ious))
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-sample IoU of two bool mask stacks [B, H, W]; 0 where both are empty."""
+    return (a & b).sum((1, 2)) / np.maximum((a | b).sum((1, 2)), 1)

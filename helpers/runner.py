@@ -1,18 +1,20 @@
 """Headless reproduction: runs the notebooks in order with papermill and writes a summary.
 
-``python -m helpers.runner [--smoke]`` executes every ``notebooks/NN_*.ipynb`` in name order. Each
-notebook gets ``OUT_DIR = <results>/<notebook name>`` (its JSON metrics and PNG figures land there),
-``DEVICE``, ``INTERACTIVE = False`` (widgets are not displayed; their outputs are saved) and, with ``--smoke``, the tiny parameters of ``notebooks/smoke_params.yml``; only the names
-a notebook's ``parameters`` cell declares are passed to it. Executed copies go to
-``<results>/executed/``, and ``summary.json`` plus ``summary.md`` to ``<results>/``. The first
-failure stops the run and is reported with the notebook, the cell and the error. A notebook whose
-metadata says ``{"gan_seg_notebooks": {"reproduction_run": false}}`` (e.g. training the shipped
-weights) runs only when named with ``--only`` or with ``--all``.
+``python -m helpers.runner [--smoke]`` executes every ``notebooks/NN_*.ipynb`` in name order (``--notebook PATH``
+runs the given notebooks instead, e.g. ``notebooks/training/train_default_gans.ipynb``, which makes the shipped
+weights and is not part of the reproduction run). Each notebook gets ``OUT_DIR = <results>/<notebook name>``
+(its JSON metrics and PNG figures land there), ``DEVICE``, ``INTERACTIVE = False`` (widgets are not displayed;
+their outputs are saved) and, with ``--smoke``, the tiny parameters of ``notebooks/smoke_params.yml``; only the
+names a notebook's ``parameters`` cell declares are passed to it. Every parameter the notebook ran with (its
+defaults with the passed values over them) is written to ``<OUT_DIR>/parameters.json`` before it starts.
+Executed copies go to ``<results>/executed/``, and ``summary.json`` plus ``summary.md`` to ``<results>/``. The
+first failure stops the run and is reported with the notebook, the cell and the error.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 import time
@@ -24,8 +26,8 @@ import nbformat
 import papermill
 import yaml
 
-from helpers.io import write_json, write_text
-from helpers.paths import notebooks_dir, resolve
+from helpers.core.io import write_json, write_text
+from helpers.core.paths import notebooks_dir, resolve
 
 SMOKE_PARAMS_FILE = "smoke_params.yml"
 
@@ -39,7 +41,8 @@ class NotebookRun:
     seconds: float
     executed: str
     out_dir: str
-    parameters: dict[str, Any]
+    parameters: dict[str, Any]  # every parameter it ran with: its defaults, overridden by those passed
+    overrides: dict[str, Any]  # the parameters passed to it
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str = ""
 
@@ -54,14 +57,8 @@ def list_notebooks(folder: Path | None = None) -> list[Path]:
     return sorted(p for p in folder.glob("[0-9]*.ipynb") if not p.name.startswith("."))
 
 
-def in_reproduction_run(notebook: Path) -> bool:
-    """False for notebooks marked to stay out of the default run (they make what the run ships)."""
-    meta = nbformat.read(notebook, as_version=4).metadata.get("gan_seg_notebooks", {})
-    return bool(meta.get("reproduction_run", True))
-
-
 def smoke_parameters(folder: Path | None = None) -> dict[str, Any]:
-    """The shared smoke-size parameters used by the tests and by ``--smoke``."""
+    """The shared smoke-size parameters used by the tests and by ``--smoke`` (``folder``: where the file is)."""
     path = (folder or notebooks_dir()) / SMOKE_PARAMS_FILE
     params = yaml.safe_load(path.read_text()) or {}
     if not isinstance(params, dict):
@@ -69,9 +66,13 @@ def smoke_parameters(folder: Path | None = None) -> dict[str, Any]:
     return params
 
 
-def declared_parameters(notebook: Path) -> set[str]:
-    """Names assigned in the notebook's cell tagged 'parameters'."""
-    return set(papermill.inspect_notebook(str(notebook)))
+def default_parameters(notebook: Path) -> dict[str, Any]:
+    """The literal values assigned in the notebook's cell tagged 'parameters', by name."""
+    found = papermill.inspect_notebook(str(notebook))
+    try:
+        return {name: ast.literal_eval(p["default"]) for name, p in found.items()}
+    except (ValueError, SyntaxError) as err:
+        raise ValueError(f"{notebook}: the parameters cell must assign literals only ({err})") from err
 
 
 def _failure_message(notebook: Path, err: papermill.PapermillExecutionError, executed: Path) -> str:
@@ -91,10 +92,11 @@ def run_notebook(notebook: Path, results: Path, params: dict[str, Any], timeout:
     out_dir = results / notebook.stem
     executed = results / "executed" / notebook.name
     executed.parent.mkdir(parents=True, exist_ok=True)
-    declared = declared_parameters(notebook)
-    given = {k: v for k, v in {**params, "OUT_DIR": str(out_dir)}.items() if k in declared}
+    defaults = default_parameters(notebook)
+    given = {k: v for k, v in {**params, "OUT_DIR": str(out_dir)}.items() if k in defaults}
+    run = NotebookRun(notebook.name, "passed", 0.0, str(executed), str(out_dir), {**defaults, **given}, given)
+    write_json(out_dir / "parameters.json", run.parameters)
     start = time.perf_counter()
-    run = NotebookRun(notebook.name, "passed", 0.0, str(executed), str(out_dir), given)
     try:
         papermill.execute_notebook(
             str(notebook),
@@ -133,20 +135,23 @@ def run_all(
     device: str = "auto",
     folder: Path | None = None,
     timeout: int | None = None,
-    include_all: bool = False,
+    notebooks: list[Path] | None = None,
 ) -> list[NotebookRun]:
-    """Runs the notebooks in order, writing the summary after each; raises NotebookFailed at the first failure."""
-    notebooks = list_notebooks(folder)
+    """Runs the notebooks in order, writing the summary after each; raises NotebookFailed at the first failure.
+
+    ``notebooks`` replaces the numbered notebooks of ``folder``; ``only`` keeps those whose name starts so.
+    """
+    if notebooks is None:
+        notebooks = list_notebooks(folder)
+    missing = [str(nb) for nb in notebooks if not Path(nb).is_file()]
+    if missing:
+        raise FileNotFoundError(f"no such notebook: {', '.join(missing)}")
+    notebooks = [Path(nb) for nb in notebooks]
     if only:
         unknown = [name for name in only if not any(nb.stem.startswith(name) for nb in notebooks)]
         if unknown:
             raise ValueError(f"no notebook matches {unknown}; available: {[nb.stem for nb in notebooks]}")
         notebooks = [nb for nb in notebooks if any(nb.stem.startswith(name) for name in only)]
-    elif not include_all:
-        for nb in notebooks:
-            if not in_reproduction_run(nb):
-                print(f"skipping {nb.name}: not part of the reproduction run (run it with --only {nb.stem})")
-        notebooks = [nb for nb in notebooks if in_reproduction_run(nb)]
     params = {**(smoke_parameters(folder) if smoke else {}), "DEVICE": device, "INTERACTIVE": False}
     runs: list[NotebookRun] = []
     for nb in notebooks:
@@ -166,16 +171,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny parameters from notebooks/smoke_params.yml")
     parser.add_argument("--results", default="results", help="output folder (relative paths: repository root)")
     parser.add_argument("--only", nargs="+", metavar="PREFIX", help="run only notebooks whose name starts so")
-    parser.add_argument("--all", action="store_true", help="also run notebooks kept out of the reproduction run")
+    parser.add_argument("--notebook", nargs="+", metavar="PATH", type=Path,
+                        help="run these notebooks instead of notebooks/NN_*.ipynb (relative paths: repository root)")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA if present, else CPU), 'cpu', 'cuda:0', ...")
     parser.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
     args = parser.parse_args(argv)
     results = resolve(args.results)
     try:
         runs = run_all(
-            results, smoke=args.smoke, only=args.only, device=args.device, timeout=args.timeout, include_all=args.all
+            results, smoke=args.smoke, only=args.only, device=args.device, timeout=args.timeout,
+            notebooks=[resolve(p) for p in args.notebook] if args.notebook else None,
         )
-    except NotebookFailed as err:
+    except (NotebookFailed, FileNotFoundError, ValueError) as err:
         print(f"FAILED: {err}\nsummary: {results / 'summary.md'}", file=sys.stderr)
         return 1
     print(f"All {len(runs)} notebooks passed; summary: {results / 'summary.md'}")

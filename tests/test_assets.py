@@ -15,12 +15,20 @@ import pytest
 import torch
 
 from helpers import assets
-from helpers.assets import (Asset, AssetError, check_bigbigan, check_direction, check_embeddings, check_unet, ensure,
-                            main)
+from helpers.assets import (
+    Asset,
+    AssetError,
+    check_bigbigan,
+    check_direction,
+    check_embeddings,
+    check_unet,
+    ensure,
+    main,
+)
+from helpers.core.manifest import sha256_file
 from helpers.gans.biggan import BigGAN
 from helpers.gans.checkpoints import KNOWN_FILES
 from helpers.gans.stylegan2 import StyleGAN2
-from helpers.manifest import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,9 +9,11 @@ import nbformat
 import papermill
 import pytest
 
+from helpers.core.paths import notebooks_dir
 from helpers.runner import list_notebooks, run_all, smoke_parameters
 
-NOTEBOOKS = list_notebooks()
+TRAINING_NOTEBOOK = notebooks_dir() / "training" / "train_default_gans.ipynb"  # makes weights/, not in the run
+NOTEBOOKS = [*list_notebooks(), TRAINING_NOTEBOOK]
 NOTEBOOKS_BY_NAME = {p.name: p for p in NOTEBOOKS}
 REQUIRED_PARAMETERS = {"SMOKE", "DEVICE", "SEED", "OUT_DIR"}
 
@@ -21,7 +23,8 @@ def _code_cells(path):
 
 
 def test_there_are_notebooks():
-    assert NOTEBOOKS and NOTEBOOKS[0].name.startswith("00_")
+    assert NOTEBOOKS[0].name.startswith("00_") and TRAINING_NOTEBOOK.exists()
+    assert len({p.name[:2] for p in list_notebooks()}) == len(list_notebooks()), "two notebooks share a number"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -59,7 +62,7 @@ def test_every_smoke_parameter_is_declared_somewhere():
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
-    return results, run_all(results, smoke=True, device="cpu", timeout=600, include_all=True)
+    return results, run_all(results, smoke=True, device="cpu", timeout=600, notebooks=NOTEBOOKS)
 
 
 @pytest.mark.notebooks
@@ -86,7 +89,7 @@ def test_embedded_domain_notebook_outputs(smoke_run):
 @pytest.mark.notebooks
 def test_training_notebook_outputs(smoke_run):
     results, _ = smoke_run
-    out = results / "00_train_default_gans"
+    out = results / "train_default_gans"
     metrics = json.loads((out / "metrics.json").read_text())
     params = smoke_parameters()
     assert metrics["steps"] == {"biggan": params["BIGGAN_STEPS"], "stylegan2": params["STYLEGAN2_STEPS"]}
@@ -130,7 +133,7 @@ def test_direction_finding_notebook_outputs(smoke_run):
     assert len(ranking["ranking"]) == params["N_DIRECTIONS"] + params["PCA_COMPONENTS"]
     assert ranking["chosen"] == ranking["ranking"][0] and ranking["chosen"]["sign"] in (-1.0, 1.0)
     assert ranking["rank_by"] == "consistency" and 0 <= ranking["chosen"]["consistency"] <= 1
-    from helpers.directions import load_direction
+    from helpers.direction_masks.direction_files import load_direction
 
     assert load_direction(out / "bg_direction.pth", 64).norm().item() == pytest.approx(1.0, abs=1e-5)
     assert len(list(out.glob("strip_*.png"))) == params["TOP_K"]

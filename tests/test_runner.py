@@ -35,8 +35,11 @@ def test_runs_in_order_with_declared_smoke_parameters(folder, tmp_path):
     runs = run_all(results, smoke=True, folder=folder)
     assert [r.notebook for r in runs] == ["01_first.ipynb", "02_second.ipynb"]
     assert runs[0].metrics == {"n": 3, "smoke": True}
-    assert runs[0].parameters == {"SMOKE": True, "N": 3, "OUT_DIR": str(results / "01_first")}
-    assert runs[1].parameters == {"OUT_DIR": str(results / "02_second")}  # undeclared names are not passed
+    assert runs[0].overrides == {"SMOKE": True, "N": 3, "OUT_DIR": str(results / "01_first")}
+    assert runs[1].overrides == {"OUT_DIR": str(results / "02_second")}  # undeclared names are not passed
+    # every parameter a notebook ran with is recorded beside its outputs: defaults, then what was passed
+    assert runs[1].parameters == {"OUT_DIR": str(results / "02_second"), "LIMIT": 1}
+    assert json.loads((results / "02_second" / "parameters.json").read_text()) == runs[1].parameters
     summary = json.loads((results / "summary.json").read_text())
     assert [n["status"] for n in summary["notebooks"]] == ["passed", "passed"]
     assert "01_first.ipynb | passed" in (results / "summary.md").read_text()
@@ -70,15 +73,24 @@ def test_unknown_only_prefix(folder, tmp_path):
         run_all(tmp_path, folder=folder, only=["99"])
 
 
-def test_notebooks_marked_out_of_the_reproduction_run(folder, tmp_path):
-    path = folder / "00_train.ipynb"
-    _notebook(path, "OUT_DIR = 't'", "pass")
-    nb = nbformat.read(path, as_version=4)
-    nb.metadata["gan_seg_notebooks"] = {"reproduction_run": False}
-    nbformat.write(nb, path)
+def test_named_notebooks_run_instead_of_the_numbered_ones(folder, tmp_path, monkeypatch):
+    extra = folder / "training"
+    extra.mkdir()
+    _notebook(extra / "train.ipynb", "OUT_DIR = 't'\nSTEPS = 100", "assert STEPS == 100")
     assert [r.notebook for r in run_all(tmp_path / "a", folder=folder)] == ["01_first.ipynb", "02_second.ipynb"]
-    assert [r.notebook for r in run_all(tmp_path / "b", folder=folder, only=["00"])] == ["00_train.ipynb"]
-    assert len(run_all(tmp_path / "c", folder=folder, include_all=True)) == 3
+    runs = run_all(tmp_path / "b", notebooks=[extra / "train.ipynb"])
+    assert [r.notebook for r in runs] == ["train.ipynb"] and runs[0].parameters["STEPS"] == 100
+    with pytest.raises(FileNotFoundError, match="no such notebook: .*missing.ipynb"):
+        run_all(tmp_path / "c", notebooks=[extra / "missing.ipynb"])
+    monkeypatch.setattr("helpers.runner.notebooks_dir", lambda: folder)
+    assert main(["--results", str(tmp_path / "d"), "--notebook", str(extra / "train.ipynb")]) == 0
+    assert json.loads((tmp_path / "d" / "train" / "parameters.json").read_text())["STEPS"] == 100
+
+
+def test_a_parameters_cell_must_hold_literals(folder, tmp_path):
+    _notebook(folder / "03_computed.ipynb", "OUT_DIR = 'z'\nN = len('abc')", "pass")
+    with pytest.raises(ValueError, match="03_computed.ipynb: the parameters cell must assign literals only"):
+        run_all(tmp_path, folder=folder, only=["03"])
 
 
 def test_list_notebooks_ignores_non_numbered(folder):

@@ -29,7 +29,7 @@ class ColourBaseline:
         self.levels = levels
         self.p_fg: np.ndarray | None = None
 
-    def fit(self, images: np.ndarray, masks: np.ndarray) -> "ColourBaseline":
+    def fit(self, images: np.ndarray, masks: np.ndarray) -> ColourBaseline:
         """Counts foreground / background pixels per colour bin (Laplace-smoothed)."""
         bins = _colour_bins(images, self.levels).ravel()
         n = self.levels**3

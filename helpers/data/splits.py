@@ -11,9 +11,9 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from helpers.core.io import atomic_path
+from helpers.core.paths import data_dir
 from helpers.data.procedural import DOMAIN_VERSION, LABEL_NAMES, render_batch
-from helpers.io import atomic_path
-from helpers.paths import data_dir
 
 SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2}  # each split has its own random stream
 _CHUNK = 256

@@ -83,7 +83,7 @@ class Generator(nn.Module):
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         return torch.randn(n, self.dim_z, generator=gen).to(self.device)
 
-    def features(self, z: Tensor) -> "OrderedDict[str, Tensor]":
+    def features(self, z: Tensor) -> OrderedDict[str, Tensor]:
         """Named intermediate maps from low to high resolution, plus the image under ``"image"``."""
         raise NotImplementedError
 
@@ -108,3 +108,29 @@ class Generator(nn.Module):
         """G(z) and G(z + shift) from one batched forward, each sample with the same noise in both halves,
         so that the difference between them is the effect of the shift alone."""
         return self(torch.cat([z, z + shift])).chunk(2)
+
+
+# On a CPU the generator forward runs 2-3x faster per image in chunks of 16 latents (32 images) than in
+# batches of 128 or more, whose activations outgrow the caches (benchmarks/generator_forward.py --chunks).
+CPU_LATENT_CHUNK = 16
+
+
+def require_eval(G: Generator) -> None:
+    """The reference runs G in eval mode only (stored BN statistics, frozen spectral-norm vectors)."""
+    if G.training:
+        raise ValueError("the generator must be in eval mode: call G.eval() first")
+
+
+def forward_chunk(G: Generator, n: int) -> int:
+    """How many of n latents to put through G in one forward: `CPU_LATENT_CHUNK` on a CPU, all of them elsewhere."""
+    return CPU_LATENT_CHUNK if G.device.type == "cpu" else max(n, 1)
+
+
+def prefer_channels_last(G: Generator) -> Generator:
+    """On a CPU, stores G's weights channels-last (in place): its small convolutions then run about 2x faster.
+
+    Outputs change only by float rounding (about 1e-5); on other devices G is returned unchanged.
+    """
+    if G.device.type == "cpu":
+        G.to(memory_format=torch.channels_last)
+    return G

@@ -188,7 +188,7 @@ class BigGAN(Generator):
         self.output_layer = nn.Sequential(OutputBN(c_out[-1], output_bn_eps), nn.ReLU(), SNConv2d(c_out[-1], 3, 3, eps=sn_eps))
 
     @classmethod
-    def bigbigan(cls) -> "BigGAN":
+    def bigbigan(cls) -> BigGAN:
         """The released BigBiGAN generator configuration (128 px, ch 96, dim_z 120, attention at 64)."""
         return cls()
 
@@ -215,7 +215,7 @@ class BigGAN(Generator):
             pass
         return h
 
-    def features(self, z: Tensor, class_index: int = 0) -> "OrderedDict[str, Tensor]":
+    def features(self, z: Tensor, class_index: int = 0) -> OrderedDict[str, Tensor]:
         """res4 (reshaped first linear), the output of every block (after attention) and the image."""
         return OrderedDict(self._maps(z, class_index))
 

@@ -18,12 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from helpers.core.io import save_torch
+from helpers.core.paths import weights_dir
 from helpers.gans.base import load_strict
 from helpers.gans.biggan import ARCH, BOTTOM_WIDTH, BigGAN
 from helpers.gans.encoder import LatentEncoder
 from helpers.gans.stylegan2 import StyleGAN2
-from helpers.io import save_torch
-from helpers.paths import weights_dir
 
 FORMAT = "gan-seg-notebooks/generator-v1"
 CLASSES: dict[str, type[nn.Module]] = {"BigGAN": BigGAN, "StyleGAN2": StyleGAN2, "LatentEncoder": LatentEncoder}

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from helpers.core.io import load_checkpoint, save_torch
 from helpers.gans.base import Generator, weights_fingerprint
-from helpers.io import load_checkpoint, save_torch
 
 
 class _DownBlock(nn.Module):

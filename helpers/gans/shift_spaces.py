@@ -50,7 +50,7 @@ class StyleShifts(Generator):
     def forward(self, z: Tensor, **kwargs) -> Tensor:
         return self.G(z, **kwargs)
 
-    def features(self, z: Tensor, **kwargs) -> "OrderedDict[str, Tensor]":
+    def features(self, z: Tensor, **kwargs) -> OrderedDict[str, Tensor]:
         return self.G.features(z, **kwargs)
 
     def render(self, z: Tensor, noise_seeds: Sequence[int]) -> Tensor:

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from helpers.convert.stylegan2 import rosinality_to_saic
 from helpers.gans.base import CheckpointMismatchError, Generator, load_strict
+from helpers.gans.convert.stylegan2 import rosinality_to_saic
 
 SQRT2 = math.sqrt(2.0)
 NoiseSeed = int | Sequence[int] | None
@@ -293,7 +293,7 @@ class StyleGAN2(Generator):
         """Image from w ([B, dim_z], or [B, n_styles, dim_z] per layer) and make_noise-style noise maps."""
         return self._synthesize(ws, noise, keep=False)[0]
 
-    def synthesis_features(self, ws: Tensor, noise: Sequence[Tensor]) -> "OrderedDict[str, Tensor]":
+    def synthesis_features(self, ws: Tensor, noise: Sequence[Tensor]) -> OrderedDict[str, Tensor]:
         """Like synthesis, but every block's output (res4 … resR) and the image."""
         return self._synthesize(ws, noise, keep=True)[1]
 
@@ -317,7 +317,7 @@ class StyleGAN2(Generator):
         return self(torch.cat([z, z + shift]), noise=noise).chunk(2)
 
     def features(self, z: Tensor, noise_seed: NoiseSeed = None, truncation: float | None = None,
-                 noise: Sequence[Tensor] | None = None) -> "OrderedDict[str, Tensor]":
+                 noise: Sequence[Tensor] | None = None) -> OrderedDict[str, Tensor]:
         """Block outputs res4 … resR (after the block's second activation), then "image"."""
         return self.synthesis_features(self.styles(z, truncation), self._noise(z, noise_seed, noise))
 
@@ -348,7 +348,7 @@ class StyleGAN2(Generator):
 
     @classmethod
     def from_checkpoint(cls, obj: Mapping[str, Any], source: str = "checkpoint",
-                        truncation_psi: float = 0.5) -> "StyleGAN2":
+                        truncation_psi: float = 0.5) -> StyleGAN2:
         """Model in eval mode from SAIC {'netGA', 'latent_avg'} or rosinality {'g_ema', ...}, loaded strictly."""
         if "netGA" in obj:
             state = dict(obj["netGA"])

@@ -4,7 +4,7 @@ A run lives in one folder: ``checkpoint.pt`` (everything needed to resume, writt
 ``checkpoint_every`` steps and on interruption), ``log.jsonl`` (losses), ``samples/step_NNNNNN.png``
 and, after ``export``, the EMA generator in our checkpoint format. Calling ``train`` again on the same
 folder resumes where it stopped. ``python -m helpers.gans.train RUN_DIR --generator biggan`` runs it
-from a shell; ``notebooks/00_train_default_gans.ipynb`` runs it from a notebook.
+from a shell; ``notebooks/training/train_default_gans.ipynb`` runs it from a notebook.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 from tqdm.auto import tqdm
 
+from helpers.core.io import save_figure
+from helpers.core.plots import image_grid
+from helpers.core.runs import RunFolder, deadline
 from helpers.data.splits import ProceduralSplits, load_split
 from helpers.gans.base import Generator, to_uint8
 from helpers.gans.biggan import BigGAN, recompute_bn_stats
 from helpers.gans.checkpoints import CLASSES, save_model
-from helpers.io import load_checkpoint, save_figure, save_torch
-from helpers.plots import image_grid
 
 # The shipped defaults: small configurations of the same classes as the released generators.
 DEFAULT_GENERATORS: dict[str, dict[str, Any]] = {
@@ -67,7 +68,7 @@ class TrainConfig:
     threads: int = 2
 
     @classmethod
-    def for_generator(cls, generator: str, **overrides: Any) -> "TrainConfig":
+    def for_generator(cls, generator: str, **overrides: Any) -> TrainConfig:
         """The recipe of a generator class with overrides (e.g. steps, data, generator_config)."""
         if generator not in RECIPES:
             raise ValueError(f"generator must be one of {sorted(RECIPES)}, got {generator!r}")
@@ -129,8 +130,8 @@ class Trainer:
         if self.G.device.type == "cpu":
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
-        self.checkpoint_path = self.run_dir / "checkpoint.pt"
-        if self.checkpoint_path.exists():
+        self.run = RunFolder(self.run_dir, RESUMABLE_CHANGES)
+        if self.run.has_checkpoint():
             self._resume()
 
     def _state(self) -> dict[str, Any]:
@@ -148,16 +149,10 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """Writes everything needed to resume, atomically."""
-        save_torch(self._state(), self.checkpoint_path)
+        self.run.save(self._state())
 
     def _resume(self) -> None:
-        state = load_checkpoint(self.checkpoint_path)
-        fixed = {k: v for k, v in asdict(self.config).items() if k not in RESUMABLE_CHANGES}
-        if {k: v for k, v in state["config"].items() if k not in RESUMABLE_CHANGES} != fixed:
-            raise ValueError(
-                f"{self.checkpoint_path} was written with a different configuration; use a new run folder "
-                f"or the same configuration.\n  checkpoint: {state['config']}\n  requested:  {asdict(self.config)}"
-            )
+        state = self.run.resume(asdict(self.config))
         for name in ("G", "D", "G_ema", "opt_g", "opt_d"):
             getattr(self, name).load_state_dict(state[name])
         self.rng.set_state(state["rng"])
@@ -213,18 +208,16 @@ class Trainer:
         steps = self.config.steps if steps is None else steps
         torch.set_num_threads(self.config.threads)
         images = torch.from_numpy(load_split(ProceduralSplits(**self.config.data), "train", progress)[0])
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + 60 * max_minutes if max_minutes else math.inf
+        stop_at = deadline(max_minutes)
         bar = tqdm(total=steps, initial=self.step, desc=f"training {self.config.generator}", disable=not progress)
         try:
-            with open(self.run_dir / "log.jsonl", "a") as log:
-                while self.step < steps and time.monotonic() < deadline:
+            with self.run.log() as log:
+                while self.step < steps and time.monotonic() < stop_at:
                     losses = self.train_step(self._real_batch(images))
                     bar.update(1)
                     bar.set_postfix(losses, refresh=False)
                     if self.step % 10 == 0:
-                        log.write(json.dumps({"step": self.step, **losses}) + "\n")
-                        log.flush()
+                        log({"step": self.step, **losses})
                     if self.step % self.config.checkpoint_every == 0:
                         self.save_checkpoint()
                     if self.step % self.config.sample_every == 0:

@@ -21,7 +21,8 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
-from helpers.io import atomic_path, write_json
+from helpers.core.io import atomic_path
+from helpers.core.runs import claim_record
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -98,16 +99,9 @@ def write_shards(folder: str | os.PathLike, n_total: int, make_batch: MakeBatch,
     """
     folder = Path(folder)
     wanted = _manifest(n_total, shard_size, attrs or {})
-    manifest_path = folder / MANIFEST
-    if manifest_path.exists():
-        found = json.loads(manifest_path.read_text())
-        if found != wanted:
-            raise ValueError(
-                f"shard folder {folder} holds a different dataset; use a new folder or the same settings.\n"
-                f"  manifest:  {found}\n  requested: {wanted}"
-            )
-    else:
-        write_json(manifest_path, wanted)
+    claim_record(folder / MANIFEST, wanted,
+                 lambda found: f"shard folder {folder} holds a different dataset; use a new folder or the same "
+                               f"settings.\n  manifest:  {found}\n  requested: {wanted}")
     counts = shard_counts(n_total, shard_size)
     todo = [i for i, n in enumerate(counts) if not _is_complete(shard_path(folder, i), n)]
     for i in tqdm(todo, desc=f"writing shards to {folder.name}", disable=not progress):

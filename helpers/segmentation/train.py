@@ -11,20 +11,19 @@ A new `SegmentationTrainer` on the same folder resumes where the last one stoppe
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from helpers.io import load_checkpoint, save_torch
+from helpers.core.io import save_torch
+from helpers.core.runs import RunFolder, deadline
 from helpers.segmentation.sources import Batch, BatchSource, batch_function
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -79,12 +78,6 @@ def mean_loss_on(batches: Sequence[Batch], ignore_index: int | None = None) -> V
     return validate
 
 
-def _write_row(log: TextIO, row: dict[str, Any]) -> None:
-    """Appends one JSON line and flushes, so the log survives a crash."""
-    log.write(json.dumps(row) + "\n")
-    log.flush()
-
-
 def _loss(logits: Tensor, y: Tensor, ignore_index: int | None) -> Tensor:
     """Cross-entropy in float32 (also under autocast), skipping ``ignore_index`` labels."""
     return F.cross_entropy(logits.float(), y, ignore_index=-100 if ignore_index is None else ignore_index)
@@ -107,9 +100,8 @@ class SegmentationTrainer:
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.opt, self.settings.lr_step, self.settings.lr_gamma)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.step = 0
-        self.checkpoint_path = self.run_dir / "checkpoint.pt"
-        self.log_path = self.run_dir / "log.jsonl"
-        if self.checkpoint_path.exists():
+        self.run = RunFolder(self.run_dir, RESUMABLE_CHANGES)
+        if self.run.has_checkpoint():
             self._resume()
         else:
             torch.manual_seed(self.settings.seed)
@@ -129,23 +121,17 @@ class SegmentationTrainer:
 
     def save_checkpoint(self) -> Path:
         """Writes everything needed to resume, atomically; returns the path."""
-        save_torch(self._state(), self.checkpoint_path)
-        return self.checkpoint_path
+        return self.run.save(self._state())
 
     def _resume(self) -> None:
-        state = load_checkpoint(self.checkpoint_path)
-        fixed = {k: v for k, v in asdict(self.settings).items() if k not in RESUMABLE_CHANGES}
-        if {k: v for k, v in state["settings"].items() if k not in RESUMABLE_CHANGES} != fixed:
-            raise ValueError(
-                f"{self.checkpoint_path} was written with different settings; use a new run folder or the same "
-                f"settings.\n  checkpoint: {state['settings']}\n  requested:  {asdict(self.settings)}"
-            )
+        state = self.run.resume(asdict(self.settings), key="settings", clash="was written with different settings",
+                                remedy="or the same settings")
         shapes = model_shapes(self.model)
         if state["model_class"] != type(self.model).__qualname__ or state["model_shapes"] != shapes:
             differing = sorted(k for k in state["model_shapes"].keys() | shapes.keys()
                                if state["model_shapes"].get(k) != shapes.get(k))
             raise ValueError(
-                f"{self.checkpoint_path} holds a different model ({state['model_class']}, {len(state['model_shapes'])} "
+                f"{self.run.checkpoint_path} holds a different model ({state['model_class']}, {len(state['model_shapes'])} "
                 f"entries) than the one given ({type(self.model).__qualname__}, {len(shapes)} entries); "
                 f"use a new run folder. Differing entries: {differing[:5]}{' ...' if len(differing) > 5 else ''}"
             )
@@ -199,32 +185,31 @@ class SegmentationTrainer:
         settings = self.settings
         steps = settings.steps if steps is None else steps
         next_batch = batch_function(source)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + 60 * max_minutes if max_minutes else math.inf
+        stop_at = deadline(max_minutes)
         bar = tqdm(total=steps, initial=self.step, desc=f"training {type(self.model).__name__}", disable=not progress)
         losses: list[float] = []
         saved_at = self.step
         try:
-            with open(self.log_path, "a") as log:
-                while self.step < steps and time.monotonic() < deadline:
+            with self.run.log() as log:
+                while self.step < steps and time.monotonic() < stop_at:
                     lr = self.scheduler.get_last_lr()[0]  # the rate this update uses
                     batch = next_batch(self.step)
                     losses.append(self.train_step(batch[0], batch[1]))
                     bar.update(1)
                     bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
                     if self.step % settings.log_every == 0:
-                        _write_row(log, {"step": self.step, "loss": sum(losses) / len(losses), "lr": lr})
+                        log({"step": self.step, "loss": sum(losses) / len(losses), "lr": lr})
                         losses.clear()
                     if validation is not None and (self.step % settings.validate_every == 0 or self.step == steps):
                         results = self.validate(validation)
-                        _write_row(log, {"step": self.step, **{f"val_{k}": v for k, v in results.items()}})
+                        log({"step": self.step, **{f"val_{k}": v for k, v in results.items()}})
                         bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
                     if self.step % settings.checkpoint_every == 0:
                         self.save_checkpoint()
                         saved_at = self.step
         finally:  # done, out of time or interrupted: keep the progress
             bar.close()
-            if self.step != saved_at or not self.checkpoint_path.exists():
+            if self.step != saved_at or not self.run.has_checkpoint():
                 self.save_checkpoint()
         return self.step
 

@@ -33,7 +33,7 @@ import numpy as np
 from ipycanvas import MultiCanvas, hold_canvas
 from PIL import Image
 
-from helpers.annotations import (
+from helpers.semantic_projection.annotations import (
     BINARY_IGNORE,
     BINARY_NEGATIVE,
     BINARY_POSITIVE,
@@ -41,17 +41,9 @@ from helpers.annotations import (
     Annotation,
     AnnotationStore,
 )
-from helpers.projection import (
-    FitConfig,
-    SemanticDecoder,
-    accepts,
-    draw_inputs,
-    fit,
-    generate_dataset,
-    generate_images,
-    load_decoder,
-    predict,
-)
+from helpers.semantic_projection.dataset import draw_inputs, generate_dataset
+from helpers.semantic_projection.decoder import SemanticDecoder, accepts, generate_images, load_decoder, predict
+from helpers.semantic_projection.fitting import FitConfig, fit
 
 PREDICTION_RGB = (13, 198, 20)  # the reference's overlay colour for the positive class, blended 50 %
 STROKE_ALPHA = 0.6

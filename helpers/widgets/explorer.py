@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from helpers.direction_masks.synthesis import raw_masks
 from helpers.gans.base import Generator, to_uint8
-from helpers.masks import raw_masks
 
 
 def png_bytes(array: np.ndarray, scale: int = 1) -> bytes:

@@ -1,0 +1,1 @@
+"""Research diagnoses and sweeps: each is a script that writes a JSON result the docs cite."""

@@ -1,0 +1,1 @@
+"""Project-wide mechanisms: atomic file writes, paths, run folders, runtime set-up, manifests, plots."""

@@ -1,0 +1,2 @@
+"""LayerMatch (notebook 06): encoder backbones, pre-training against generator features, segmentation
+models on a backbone, and few-label fine-tuning."""

@@ -1,0 +1,96 @@
+"""Few-label segmentation experiments: k labelled images per seed, one resumable fine-tune per run, mean ± std.
+
+An experiment fine-tunes several initialisations ("arms", e.g. random / LayerMatch / autoencoder backbones
+from `helpers.layermatch.pretraining.comparison_models`) on k labelled images for several k and seeds:
+
+* `pick_labelled(n, k, seed)` chooses the labelled images: the first k of a permutation seeded by ``seed``
+  alone, so for one seed the sets are nested (the 5 images are among the 10, ...) and every arm sees the
+  same images.
+* `finetune_and_evaluate` trains one model in its own folder with `SegmentationTrainer` (binary targets,
+  resumable: a killed run continues, a finished one returns at once) and scores it with
+  `evaluate_arrays`; the scores are cached in ``scores.json`` beside the checkpoint, keyed by the step
+  reached and the evaluation set's size, so re-running a finished experiment costs nothing.
+* `summarise` turns the per-run records into mean, sample standard deviation (ddof = 1; 0 for one seed)
+  and the values per (arm, k), the structure `helpers.core.plots.metric_vs_k` draws.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from helpers.core.io import write_json
+from helpers.segmentation import ArrayBatches, SegmentationSettings, SegmentationTrainer, evaluate_arrays
+from helpers.segmentation.sources import Batch, BatchSource, batch_function
+
+SCORES_FILE = "scores.json"
+
+
+def pick_labelled(n: int, k: int, seed: int) -> np.ndarray:
+    """Indices of k distinct images out of n for ``seed``: nested in k, independent of everything else."""
+    if not 1 <= k <= n:
+        raise ValueError(f"cannot pick {k} labelled images out of {n}")
+    return np.random.default_rng(seed).permutation(n)[:k]
+
+
+class BinaryTargets:
+    """A batch source with its labels turned into object (label ≥ 1) vs background, e.g. around `ShardBatches`."""
+
+    def __init__(self, source: BatchSource):
+        self.next_batch = batch_function(source)
+
+    def __call__(self, step: int) -> Batch:
+        """Batch ``step`` of the wrapped source with binary long targets."""
+        batch = self.next_batch(step)
+        return batch[0], (batch[1] > 0).long()
+
+
+def finetune_settings(steps: int, lr: float, seed: int) -> SegmentationSettings:
+    """The few-label schedule: Adam at ``lr``, 5x lower for the last quarter of the steps, a checkpoint halfway."""
+    return SegmentationSettings(steps=steps, lr=lr, lr_step=max(1, steps * 3 // 4), lr_gamma=0.2,
+                                checkpoint_every=max(1, steps // 2), seed=seed)
+
+
+def finetune_and_evaluate(run_dir: str | os.PathLike, model: nn.Module, images: np.ndarray, labels: np.ndarray,
+                          eval_images: np.ndarray, eval_gt: np.ndarray, settings: SegmentationSettings,
+                          batch_size: int, device: torch.device | str = "cpu", progress: bool = False) -> dict[str, float]:
+    """Fine-tunes ``model`` on uint8 ``images`` with ``labels > 0`` (resumably, in ``run_dir``), then scores it.
+
+    Returns `evaluate_arrays` on ``eval_images`` / bool ``eval_gt``, read from the cache when the run was
+    already finished and scored on a set of the same size.
+    """
+    run_dir = Path(run_dir)
+    trainer = SegmentationTrainer(run_dir, model, settings, device)
+    source = ArrayBatches(images, np.asarray(labels) > 0, min(batch_size, len(images)), seed=settings.seed)
+    step = trainer.train(source, progress=progress)
+    cache = run_dir / SCORES_FILE
+    if cache.exists():
+        cached = json.loads(cache.read_text())
+        if cached["step"] == step and cached["scores"]["n_images"] == len(eval_images):
+            return cached["scores"]
+    scores = evaluate_arrays(trainer.model, eval_images, eval_gt)
+    write_json(cache, {"step": step, "scores": scores})
+    return scores
+
+
+def summarise(records: Iterable[Mapping[str, Any]], metric: str = "iou") -> dict[str, dict[str, dict[str, Any]]]:
+    """{arm: {str(k): {mean, std, n, values}}} of ``metric`` over records with ``arm``, ``k``, ``seed`` and it."""
+    grouped: dict[str, dict[int, list[tuple[int, float]]]] = {}
+    for r in records:
+        grouped.setdefault(r["arm"], {}).setdefault(int(r["k"]), []).append((int(r["seed"]), float(r[metric])))
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    for arm, per_k in grouped.items():
+        summary[arm] = {}
+        for k in sorted(per_k):
+            values = [v for _, v in sorted(per_k[k])]
+            summary[arm][str(k)] = {"mean": float(np.mean(values)),
+                                    "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                                    "n": len(values), "values": values}
+    return summary

@@ -1,0 +1,88 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.core.manifest import read_manifest, record, verify
+from helpers.gans import CheckpointError, CheckpointMismatchError, load, save_model, to_uint8
+from helpers.gans.biggan import BigGAN
+from helpers.gans.checkpoints import infer_biggan_config
+from helpers.gans.encoder import LatentEncoder
+from helpers.gans.stylegan2 import StyleGAN2
+
+SMALL_BIGGAN = dict(resolution=32, ch=2, dim_z=16, shared_dim=4, n_classes=1, attention=[16])
+
+
+def test_our_format_round_trips_every_class(tmp_path):
+    models = [BigGAN(**SMALL_BIGGAN), StyleGAN2(32, dim_z=16, n_mlp=2, fmap_base=64, fmap_max=16), LatentEncoder(16, 32, 8, 16)]
+    models[1].estimate_latent_avg(64)
+    for i, model in enumerate(models):
+        model.eval()
+        path = save_model(model, tmp_path / f"m{i}.pt", {"note": "x"})
+        loaded = load(path)
+        assert type(loaded) is type(model) and not loaded.training
+        x = torch.randn(2, 3, 32, 32) if isinstance(model, LatentEncoder) else model.sample_z(2, 0)
+        kwargs = {"noise_seed": 3} if isinstance(model, StyleGAN2) else {}
+        assert torch.equal(model(x, **kwargs), loaded(x, **kwargs))
+
+
+def test_plain_biggan_state_dict_with_or_without_sv0(tmp_path):
+    model = BigGAN(**SMALL_BIGGAN).eval()
+    state = model.state_dict()
+    assert infer_biggan_config(state) == {k: v for k, v in model.config.items() if "eps" not in k}
+    torch.save({k: v for k, v in state.items() if not k.endswith("sv0")}, tmp_path / "plain.pth")
+    z = model.sample_z(2, 0)
+    assert torch.equal(load(tmp_path / "plain.pth")(z), model(z))
+
+
+def test_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint not found: .*missing.pt"):
+        load(tmp_path / "missing.pt")
+    (tmp_path / "corrupt.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="could not read .*corrupt.pt"):
+        load(tmp_path / "corrupt.pt")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a generator checkpoint .*'weights'"):
+        load(tmp_path / "other.pt")
+    state = BigGAN(**SMALL_BIGGAN).state_dict()
+    state.pop("blocks.0.0.conv1.bias")
+    state["blocks.0.0.conv2.weight"] = torch.zeros(1, 1, 3, 3)
+    torch.save(state, tmp_path / "broken.pth")
+    with pytest.raises(CheckpointMismatchError) as err:
+        load(tmp_path / "broken.pth")
+    assert "broken.pth" in str(err.value) and "blocks.0.0.conv1.bias" in str(err.value)
+    assert "blocks.0.0.conv2.weight: checkpoint (1, 1, 3, 3)" in str(err.value)
+
+
+def test_pickled_code_is_refused(tmp_path):
+    torch.save({"f": print}, tmp_path / "code.pt")
+    with pytest.raises(CheckpointError, match="could not read"):
+        load(tmp_path / "code.pt")
+
+
+def test_known_name_points_to_the_weights_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANSEG_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(CheckpointError, match=r"BigBiGAN_x1.pth \(run download_all.sh"):
+        load("bigbigan")
+
+
+def test_manifest_records_and_detects_changes(tmp_path):
+    path = tmp_path / "w.pt"
+    path.write_bytes(b"abc")
+    entry = record(path, {"steps": 3})
+    assert entry["sha256"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" and entry["bytes"] == 3
+    assert read_manifest(tmp_path)["w.pt"]["steps"] == 3 and verify(tmp_path) == []
+    path.write_bytes(b"abd")
+    assert verify(tmp_path) == [f"{path}: sha256 differs from MANIFEST.json (file changed or corrupt)"]
+    path.unlink()
+    assert "missing" in verify(tmp_path)[0]
+    assert json.loads((tmp_path / "MANIFEST.json").read_text())["files"]["w.pt"]["code_version"]
+
+
+def test_to_uint8_rounds_clamps_and_goes_channels_last():
+    x = torch.tensor([-1.5, -1.0, -0.996, 0.0, 0.5, 1.0, 2.0]).view(1, 1, 1, 7).expand(2, 3, 1, 7)
+    out = to_uint8(x)
+    assert out.dtype == np.uint8 and out.shape == (2, 1, 7, 3)
+    assert out[0, 0, :, 0].tolist() == [0, 0, 1, 128, 191, 255, 255]  # (x + 1) * 127.5, rounded half to even
+    np.testing.assert_array_equal(to_uint8(x.numpy().astype(np.float64)), out)
