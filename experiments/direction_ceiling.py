@@ -6,9 +6,9 @@ notebook 04 when its direction is (a) fitted with labels, or (b) any candidate o
 For each direction, a U-Net (width 16, 600 steps, as notebook 04) is trained on its synthetic masks and
 evaluated on the procedural test split. Labels never touch the test split.
 
-    python experiments/direction_ceiling.py --labeller-run results/labeller \
+    python -m experiments.direction_ceiling --labeller-run results/labeller \
         --candidates results/03_direction_finding/candidates.pt --names "discovered 49" --threads 2
-    python experiments/direction_ceiling.py --labeller-run results/labeller --generator default-stylegan2 \
+    python -m experiments.direction_ceiling --labeller-run results/labeller --generator default-stylegan2 \
         --shift-space w:32
 """
 

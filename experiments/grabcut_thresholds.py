@@ -7,8 +7,8 @@ as the U-Net draws it, after notebook 04's re-fit (`helpers.segmentation.grabcut
 and after `helpers.segmentation.grabcut.TrimapGrabCut` for a grid of (sure_foreground, sure_background). IoU per image (the
 metric's) and over all pixels. The test split is not touched.
 
-    python experiments/grabcut_thresholds.py results/05_semantic_projection/unets/<run> [--views 8] [--threads 2]
-        [--width 16] [--out grabcut_thresholds.json]
+    python -m experiments.grabcut_thresholds results/05_semantic_projection/unets/<run> [--views 8] [--threads 2]
+        [--width 16] [--out results/grabcut_thresholds.json]
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--views", type=int, choices=(1, 8), default=8)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=Path("results/grabcut_thresholds.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -71,8 +71,8 @@ def main() -> None:
     print(f"{args.run_dir}, {args.views} view(s), val split ({len(images)} images): IoU per image / pooled")
     for name, row in rows.items():
         print(f"  {name:42s} {row['iou_per_image']:.4f} / {row['iou_pooled']:.4f}")
-    if args.out:
-        write_json(args.out, {"run_dir": str(args.run_dir), "views": args.views, "rows": rows})
+    write_json(args.out, {"run_dir": str(args.run_dir), "views": args.views, "rows": rows})
+    print(f"written: {args.out}")
 
 
 if __name__ == "__main__":

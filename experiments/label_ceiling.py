@@ -8,8 +8,8 @@ notebook 05's projected masks); the gap from (a) to (b) is what the decoder's la
 the U-Net of ``helpers.semantic_projection.simulated_annotator``, trained on the procedural train split; labels never touch
 the test split. (b) also reports how often the decoder agrees with the labeller on new generated images.
 
-    python experiments/label_ceiling.py --generator default-biggan --labeller-run results/labeller
-    python experiments/label_ceiling.py --generator default-stylegan2 --labeller-run results/labeller \
+    python -m experiments.label_ceiling --generator default-biggan --labeller-run results/labeller
+    python -m experiments.label_ceiling --generator default-stylegan2 --labeller-run results/labeller \
         --annotations annotations/default_stylegan2 --class-weight-power 0.5
 """
 

@@ -22,7 +22,7 @@ both subfolders):
 * ``Flowers-102``: ``jpg/image_00001.jpg`` + ``segmim/segmim_00001.jpg`` (102flowers.tgz,
   102segmentations.tgz). Masks are the photo with the background painted blue (0, 0, 254), JPEG-compressed.
 
-Sources checked for these names: lukemelas/unsupervised-image-segmentation (README, src/config/segment.yaml)
+Sources checked for these names: lukemelas/unsupervised-image-segmentation (its README and src/config/segment.yaml)
 for ECSSD, DUTS and DUT-OMRON; download scripts in several public SOD repositories for the zip names and the
 ``__MACOSX`` / doubled-folder quirks; mickaelChen/ReDO datasets.py (CUB ``images``/``segmentations`` with
 the same relative path; Flowers ``jpg``/``segmim``, background tested as (0, 0, 254)). Not verified (no

@@ -3,7 +3,7 @@
 A latent ``z`` gives the image ``G(z)`` and the shifted image ``G(z + r h)``, where ``h`` is a latent
 direction that darkens the background and lightens the object (BigBiGAN: the released
 ``bg_direction.pth``, r = 5). The shift is added to the raw latent before any split. The rules follow
-the reference mask generator of "Big GANs Are Watching You" (spec §5 and §10, items 6 and 8):
+the reference mask generator of "Big GANs Are Watching You" (docs/reference.md#mask-synthesis):
 
 * **Gray level** ``gray(x) = 0.2989 R + 0.5870 G + 0.1140 B``, computed on the [-1, 1] images.
 * **Mask** (1 = foreground). Rule ``"lighting"`` (the default): pixels that got strictly brighter,

@@ -1,7 +1,7 @@
 """LayerMatch pre-training (Galeev et al.), and an autoencoder baseline on the same data.
 
 The authors never released LayerMatch; this is our implementation of the scheme in the paper's figure
-(see the spec, §6). A frozen generator G makes images x = G(z) on the fly; a backbone B (helpers.layermatch.backbones)
+(docs/reference.md#layermatch). A frozen generator G makes images x = G(z) on the fly; a backbone B (helpers.layermatch.backbones)
 encodes them; auxiliary heads h_l predict chosen generator feature maps F_l(z); one head's prediction is
 re-injected into G in place of F_k and the remaining generator blocks render a reconstruction x̂:
 
@@ -25,8 +25,8 @@ is re-injected and the reconstruction is compared with L2; G is fixed. Everythin
   reused on resume. The reconstruction term is a plain MSE on images in [-1, 1], not normalised: with the
   default generators it starts near 0.05–0.15 against feature terms of order 1, so λ_rec sets its share.
 * re-injection, StyleGAN2: the injected map replaces the block output and goes through that block's ToRGB
-  and all later blocks; the RGB skip of the earlier blocks is the generator's own (the figure is ambiguous,
-  the spec proposes this). Images are clamped to [-1, 1] in eval mode, so saturated pixels give no gradient.
+  and all later blocks; the RGB skip of the earlier blocks is the generator's own (the figure is ambiguous;
+  this is the natural reading). Images are clamped to [-1, 1] in eval mode, so saturated pixels give no gradient.
   BigGAN: the injected map runs through the later GBlocks and the output layer (tanh).
 * heads (``AuxHead``): source = the backbone stage whose map size (for the training image size) is nearest to
   the target's in log scale, ties to the deeper stage (``head_source="nearest"``; ``"deepest"`` routes the

@@ -57,7 +57,7 @@ class TrimapGrabCut:
     it the model's probabilities of classes 1..K-1 renormalised, so the arg-max keeps the model's choice among
     the foreground classes. The foreground probability ``1 - p_0`` becomes the re-fitted mask (0 or 1). An
     image whose trimap has no foreground or no background keeps the model's decision. Defaults chosen on
-    the procedural val split (README, notebook 05).
+    the procedural val split (docs/experiments.md#2026-11-23-grabcut-re-fit-thresholds-on-the-val-split).
     """
 
     sure_foreground: float = 0.9

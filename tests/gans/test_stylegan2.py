@@ -23,7 +23,7 @@ def _small(seed: int = 0) -> StyleGAN2:
 
 
 def _spec_layout(n_blocks: int) -> set[str]:
-    """The netGA key set listed in spec §1.7 for blocks 0 … n_blocks − 1."""
+    """The netGA key set listed in docs/reference.md#saic-checkpoint-layout for blocks 0 … n_blocks − 1."""
     keys = {"constant_tensor", "upscale2x.kernel"}
     keys |= {f"mapping.{i}.{p}" for i in range(1, 16, 2) for p in ("weight_orig", "bias_orig")}
     for k in range(n_blocks):
