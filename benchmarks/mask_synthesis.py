@@ -71,23 +71,36 @@ def main() -> None:
     parser.add_argument("--direction", help="a direction file (like bg_direction.pth); default: random unit, seed 0")
     parser.add_argument("--rule", default="lighting", choices=["lighting", "mean_thr"])
     parser.add_argument("--r", type=float, default=5.0, help="shift magnitude")
-    parser.add_argument("--refine", default="none", choices=["none", "grabcut"], help="mask refinement (beyond the reference)")
-    parser.add_argument("--min-consistency", type=float, default=0.0,
-                        help="consistency filter: minimum IoU between a mask and its GrabCut re-fit (beyond the reference)")
-    parser.add_argument("--max-border", type=float, default=1.0,
-                        help="border filter: largest fraction of the image frame a mask may cover (beyond the reference)")
+    parser.add_argument(
+        "--refine", default="none", choices=["none", "grabcut"], help="mask refinement (beyond the reference)"
+    )
+    parser.add_argument(
+        "--min-consistency",
+        type=float,
+        default=0.0,
+        help="consistency filter: minimum IoU between a mask and its GrabCut re-fit (beyond the reference)",
+    )
+    parser.add_argument(
+        "--max-border",
+        type=float,
+        default=1.0,
+        help="border filter: largest fraction of the image frame a mask may cover (beyond the reference)",
+    )
     parser.add_argument("--bigbigan-random", action="store_true", help="BigBiGAN-size generator with random weights")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     G, name = build_generator(args)
     h = build_direction(args.direction, G.dim_z)
-    rules = MaskRules(r=args.r, rule=args.rule, refine=args.refine, min_consistency=args.min_consistency,
-                      max_border=args.max_border)
+    rules = MaskRules(
+        r=args.r, rule=args.rule, refine=args.refine, min_consistency=args.min_consistency, max_border=args.max_border
+    )
     gen = torch.Generator().manual_seed(1)
     latents = [torch.randn(args.batch, G.dim_z, generator=gen).to(args.device) for _ in range(args.batches)]
     n = args.batch * args.batches
-    print(f"{name} ({G.resolution} px, dim_z {G.dim_z}) on {args.device}, {args.threads} threads, "
-          f"{args.batches} batches of {args.batch}, rule {args.rule}, torch {torch.__version__}\n")
+    print(
+        f"{name} ({G.resolution} px, dim_z {G.dim_z}) on {args.device}, {args.threads} threads, "
+        f"{args.batches} batches of {args.batch}, rule {args.rule}, torch {torch.__version__}\n"
+    )
     print("| path | images/s | masks/s | kept | seconds |\n|---|---:|---:|---:|---:|")
     speeds = {}
     fast = prefer_channels_last(copy.deepcopy(G))  # what MaskSynthesizer does to its generator
@@ -99,8 +112,10 @@ def main() -> None:
     for path, fn in (("rules only, batched", apply_rules), ("rules only, per-image", apply_rules_per_image)):
         seconds, kept = time_path(lambda pair: fn(*pair, rules), pairs, args.device)
         speeds[path] = report(path, n, seconds, kept)
-    print(f"\nspeed-up of the batched path: {speeds['batched'] / speeds['per-image']:.2f}x end to end, "
-          f"{speeds['rules only, batched'] / speeds['rules only, per-image']:.1f}x for the rules alone")
+    print(
+        f"\nspeed-up of the batched path: {speeds['batched'] / speeds['per-image']:.2f}x end to end, "
+        f"{speeds['rules only, batched'] / speeds['rules only, per-image']:.1f}x for the rules alone"
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Render speed of the procedural domain on one core: images per second per resolution.
 
-    python benchmarks/procedural_render.py [--sizes 32 64 128 256] [-n 1000]
+python benchmarks/procedural_render.py [--sizes 32 64 128 256] [-n 1000]
 """
 
 import argparse

@@ -33,24 +33,34 @@ from helpers.segmentation import SegmentationSettings, SegmentationTrainer, UNet
 from helpers.semantic_projection.simulated_annotator import train_labeller
 
 
-def unsupervised_quality(G: Generator, direction: torch.Tensor, run_dir: Path, magnitude: float, steps: int,
-                         test: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
+def unsupervised_quality(
+    G: Generator,
+    direction: torch.Tensor,
+    run_dir: Path,
+    magnitude: float,
+    steps: int,
+    test: tuple[np.ndarray, np.ndarray],
+) -> dict[str, float]:
     """Notebook 04's U-Net trained on the synthetic masks of ``direction``; scores on the test split."""
     synth = MaskSynthesizer(G, direction, magnitude, "lighting", batch_size=32, rng=0)
     torch.manual_seed(0)
-    trainer = SegmentationTrainer(run_dir, UNet(width=16), SegmentationSettings(steps=steps, lr_step=2 * steps // 3,
-                                                                                checkpoint_every=100, seed=0))
+    trainer = SegmentationTrainer(
+        run_dir, UNet(width=16), SegmentationSettings(steps=steps, lr_step=2 * steps // 3, checkpoint_every=100, seed=0)
+    )
     trainer.train(synth)
     scores = evaluate_arrays(trainer.model, *test)
     return {key: round(scores[key], 4) for key in ("iou", "accuracy", "f_max")} | {
-        "kept_fraction": round(synth.n_kept / max(synth.n_generated, 1), 3)}
+        "kept_fraction": round(synth.n_kept / max(synth.n_generated, 1), 3)
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--generator", default="default-biggan")
     parser.add_argument("--shift-space", default="z", help="z, or for StyleGAN2 w or w:R (notebook 03's SHIFT_SPACE)")
-    parser.add_argument("--labeller-run", required=True, help="simulated annotator's labeller folder (trained if empty)")
+    parser.add_argument(
+        "--labeller-run", required=True, help="simulated annotator's labeller folder (trained if empty)"
+    )
     parser.add_argument("--candidates", help="candidates.pt written by notebook 03")
     parser.add_argument("--names", nargs="*", default=[], help="candidate names to evaluate, e.g. 'discovered 49'")
     parser.add_argument("--out", default="results/direction_ceiling")
@@ -81,11 +91,17 @@ def main() -> None:
 
     splits = ProceduralSplits(64, 20000, 1000, 1000, 0)
     test_images, test_labels = load_split(splits, "test")
-    results = {"generator": args.generator, "shift_space": args.shift_space, "labeller_val_binary_iou": log["val"]["binary_iou"], "directions": {}}
+    results = {
+        "generator": args.generator,
+        "shift_space": args.shift_space,
+        "labeller_val_binary_iou": log["val"]["binary_iou"],
+        "directions": {},
+    }
     for name, h in directions.items():
         start = time.monotonic()
-        scores = unsupervised_quality(G, h, out / name.replace(" ", "_"), args.magnitude, args.seg_steps,
-                                      (test_images, test_labels > 0))
+        scores = unsupervised_quality(
+            G, h, out / name.replace(" ", "_"), args.magnitude, args.seg_steps, (test_images, test_labels > 0)
+        )
         results["directions"][name] = scores | {"seconds": round(time.monotonic() - start)}
         print(f"{name:>20}: {scores}", flush=True)
     write_json(out / "results.json", results)

@@ -26,8 +26,17 @@ from helpers.metrics import MASK_THRESHOLD, evaluate_saliency
 from helpers.segmentation import DihedralAverage, UNet, class_probabilities
 from helpers.segmentation.grabcut import TrimapGrabCut, grabcut_refine
 
-GRID = [(0.8, 0.2), (0.9, 0.1), (0.95, 0.05), (0.9, 0.03), (0.9, 0.01), (0.8, 0.01), (0.95, 0.01), (0.9, 0.003),
-        (0.9, 0.0)]
+GRID = [
+    (0.8, 0.2),
+    (0.9, 0.1),
+    (0.95, 0.05),
+    (0.9, 0.03),
+    (0.9, 0.01),
+    (0.8, 0.01),
+    (0.95, 0.01),
+    (0.9, 0.003),
+    (0.9, 0.0),
+]
 
 
 def load_unet(run_dir: Path, width: int, n_classes: int = 3) -> UNet:
@@ -62,12 +71,17 @@ def main() -> None:
     probs = class_probabilities(DihedralAverage(model) if args.views == 8 else model, images)
     foreground = 1 - probs[:, 0]
     own = foreground >= MASK_THRESHOLD
-    rows = {"own masks": scores(own, gt), "grabcut_refine (every pixel may change)": scores(grabcut_refine(images, own), gt)}
+    rows = {
+        "own masks": scores(own, gt),
+        "grabcut_refine (every pixel may change)": scores(grabcut_refine(images, own), gt),
+    }
     for sure_fg, sure_bg in GRID:
         start = time.perf_counter()
         refit = TrimapGrabCut(sure_foreground=sure_fg, sure_background=sure_bg)
-        rows[f"trimap {sure_fg} / {sure_bg}"] = {**scores(refit.masks(images, foreground), gt),
-                                                 "seconds": time.perf_counter() - start}
+        rows[f"trimap {sure_fg} / {sure_bg}"] = {
+            **scores(refit.masks(images, foreground), gt),
+            "seconds": time.perf_counter() - start,
+        }
     print(f"{args.run_dir}, {args.views} view(s), val split ({len(images)} images): IoU per image / pooled")
     for name, row in rows.items():
         print(f"  {name:42s} {row['iou_per_image']:.4f} / {row['iou_pooled']:.4f}")

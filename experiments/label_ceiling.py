@@ -47,16 +47,22 @@ from helpers.semantic_projection.simulated_annotator import CLASSES, train_label
 BATCH = 64
 
 
-def labelled_by_labeller(G: Generator, labeller: nn.Module, z: np.ndarray, seeds: list[int] | None
-                         ) -> tuple[np.ndarray, np.ndarray]:
+def labelled_by_labeller(
+    G: Generator, labeller: nn.Module, z: np.ndarray, seeds: list[int] | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Generated uint8 images and the labeller's arg-max classes for them."""
-    images = np.concatenate([generate_images(G, z[i:i + BATCH], None if seeds is None else seeds[i:i + BATCH])
-                             for i in range(0, len(z), BATCH)])
+    images = np.concatenate(
+        [
+            generate_images(G, z[i : i + BATCH], None if seeds is None else seeds[i : i + BATCH])
+            for i in range(0, len(z), BATCH)
+        ]
+    )
     return images, class_probabilities(labeller, images).argmax(1).astype(np.uint8)
 
 
-def labelled_by_decoder(G: Generator, decoder: SemanticDecoder, z: np.ndarray, seeds: list[int] | None
-                        ) -> tuple[np.ndarray, np.ndarray]:
+def labelled_by_decoder(
+    G: Generator, decoder: SemanticDecoder, z: np.ndarray, seeds: list[int] | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Generated uint8 images and the decoder's arg-max classes for them: notebook 05's synthetic pairs."""
     pairs = synthetic_batch_fn(G, decoder, len(z), BATCH, latents=z, noise_seeds=seeds)(0, len(z))
     return pairs["images"], pairs["masks"]
@@ -70,8 +76,15 @@ def binary_agreement(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     return {"per_image_iou": round(float(per_image), 4), "pooled_iou": round(float(pooled), 4)}
 
 
-def train_and_score(images: np.ndarray, labels: np.ndarray, n_classes: int, run_dir: Path, steps: int, width: int,
-                    test: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+def train_and_score(
+    images: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    run_dir: Path,
+    steps: int,
+    width: int,
+    test: tuple[np.ndarray, np.ndarray],
+) -> dict[str, Any]:
     """Notebook 05's U-Net recipe on (images, labels); binary and per-class scores on the test split."""
     if n_classes == 2:
         labels = (labels > 0).astype(np.uint8)
@@ -91,13 +104,20 @@ def train_and_score(images: np.ndarray, labels: np.ndarray, n_classes: int, run_
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--generator", default="default-stylegan2")
-    parser.add_argument("--labeller-run", required=True, help="simulated annotator's labeller folder (trained if empty)")
+    parser.add_argument(
+        "--labeller-run", required=True, help="simulated annotator's labeller folder (trained if empty)"
+    )
     parser.add_argument("--annotations", help="annotation store for row (b): notebook 05's decoder is fitted on it")
     parser.add_argument("--class-weight-power", type=float, default=0.0, help="the decoder's (notebook 05's)")
     parser.add_argument("--decoder-width", type=int, default=32)
-    parser.add_argument("--classes", type=int, choices=(2, 3), default=None,
-                        help="U-Net classes: 3 (background/object/part, notebook 05) or 2 (notebook 04); "
-                             "default 3 with --annotations, else 2")
+    parser.add_argument(
+        "--classes",
+        type=int,
+        choices=(2, 3),
+        default=None,
+        help="U-Net classes: 3 (background/object/part, notebook 05) or 2 (notebook 04); "
+        "default 3 with --annotations, else 2",
+    )
     parser.add_argument("--n", type=int, default=5000, help="generated training images")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--unet-width", type=int, default=16)
@@ -112,32 +132,46 @@ def main() -> None:
     labeller, log = train_labeller(args.labeller_run)
     test = load_split(ProceduralSplits(64, 20000, 1000, 1000, 0), "test")
     z, seeds = draw_inputs(G, 101, range(args.n))
-    results: dict[str, Any] = {"generator": args.generator, "n": args.n, "steps": args.steps,
-                               "unet_width": args.unet_width, "classes": n_classes,
-                               "labeller_val_binary_iou": log["val"]["binary_iou"], "rows": {}}
+    results: dict[str, Any] = {
+        "generator": args.generator,
+        "n": args.n,
+        "steps": args.steps,
+        "unet_width": args.unet_width,
+        "classes": n_classes,
+        "labeller_val_binary_iou": log["val"]["binary_iou"],
+        "rows": {},
+    }
 
     sources = {"labeller": lambda: labelled_by_labeller(G, labeller, z, seeds)}
     if args.annotations:
         store = AnnotationStore(args.annotations)
         samples = store.training_samples()
-        config = FitConfig(num_classes=store.num_classes, width=args.decoder_width, seed=0,
-                           class_weight_power=args.class_weight_power)
+        config = FitConfig(
+            num_classes=store.num_classes, width=args.decoder_width, seed=0, class_weight_power=args.class_weight_power
+        )
         decoder = fit(G, samples, out / "decoder", config).decoder
         z_new, seeds_new = draw_inputs(G, 777, range(args.agreement_images))
         _, by_decoder = labelled_by_decoder(G, decoder, z_new, seeds_new)
         _, by_labeller = labelled_by_labeller(G, labeller, z_new, seeds_new)
-        results["decoder"] = {"annotations": str(args.annotations), "n_annotations": len(samples),
-                              "class_weight_power": args.class_weight_power,
-                              "agreement_with_labeller": binary_agreement(by_decoder, by_labeller)}
-        print(f"decoder vs labeller on {args.agreement_images} new images: {results['decoder']['agreement_with_labeller']}")
+        results["decoder"] = {
+            "annotations": str(args.annotations),
+            "n_annotations": len(samples),
+            "class_weight_power": args.class_weight_power,
+            "agreement_with_labeller": binary_agreement(by_decoder, by_labeller),
+        }
+        print(
+            f"decoder vs labeller on {args.agreement_images} new images: {results['decoder']['agreement_with_labeller']}"
+        )
         sources["decoder"] = lambda: labelled_by_decoder(G, decoder, z, seeds)
 
     for name, make in sources.items():
         start = time.monotonic()
         images, labels = make()
         scores = train_and_score(images, labels, n_classes, out / f"unet_{name}", args.steps, args.unet_width, test)
-        results["rows"][name] = scores | {"label_object_fraction": round(float((labels > 0).mean()), 4),
-                                          "seconds": round(time.monotonic() - start)}
+        results["rows"][name] = scores | {
+            "label_object_fraction": round(float((labels > 0).mean()), 4),
+            "seconds": round(time.monotonic() - start),
+        }
         print(f"{name:>9}: {results['rows'][name]}", flush=True)
     write_json(out / "results.json", results)
 

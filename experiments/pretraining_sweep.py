@@ -55,8 +55,9 @@ VAL_SWEEP: dict[str, dict[str, Any] | None] = {
 }
 
 
-def sweep_variants(base: Mapping[str, Any], table: Mapping[str, Mapping[str, Any] | None] = VAL_SWEEP
-                   ) -> dict[str, Variant]:
+def sweep_variants(
+    base: Mapping[str, Any], table: Mapping[str, Mapping[str, Any] | None] = VAL_SWEEP
+) -> dict[str, Variant]:
     """Configurations from a table of changes to ``base`` (PretrainConfig fields, plus ``steps_factor`` that
     multiplies the base steps and ``method`` "autoencoder" for an `AutoencoderConfig`)."""
     variants: dict[str, Variant] = {}
@@ -80,35 +81,61 @@ def pretrain(run_dir: str | os.PathLike, config: PretrainConfig, device: torch.d
     start = time.monotonic()
     trainer.train()
     log = (trainer.run_dir / "log.jsonl").read_text().splitlines()
-    return {"backbone": str(trainer.run_dir / "backbone.pt"), "seconds_this_call": time.monotonic() - start,
-            "last_log": json.loads(log[-1]) if log else {}, "config": asdict(config)}
+    return {
+        "backbone": str(trainer.run_dir / "backbone.pt"),
+        "seconds_this_call": time.monotonic() - start,
+        "last_log": json.loads(log[-1]) if log else {},
+        "config": asdict(config),
+    }
 
 
-def run_sweep(out_dir: str | os.PathLike, variants: Mapping[str, Variant], train: tuple[np.ndarray, np.ndarray],
-              val: tuple[np.ndarray, np.ndarray], k_values: Sequence[int], seeds: Sequence[int],
-              finetune_steps: int, finetune_lr: float, finetune_batch: int, device: torch.device | str = "cpu"
-              ) -> dict[str, Any]:
+def run_sweep(
+    out_dir: str | os.PathLike,
+    variants: Mapping[str, Variant],
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    k_values: Sequence[int],
+    seeds: Sequence[int],
+    finetune_steps: int,
+    finetune_lr: float,
+    finetune_batch: int,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
     """Pre-trains every variant, then fine-tunes all of them per (k, seed) on train images, scored on ``val``.
 
     ``train`` is (uint8 images, labels), ``val`` is (uint8 images, bool object masks). Returns the pre-training
     records, the per-run records (``arm``, ``k``, ``seed`` and the scores) and their IoU / max-F summaries.
     """
     out_dir = Path(out_dir)
-    pretrained = {name: pretrain(out_dir / "pretrain" / _folder(name), config, device)
-                  for name, config in variants.items() if config is not None}
+    pretrained = {
+        name: pretrain(out_dir / "pretrain" / _folder(name), config, device)
+        for name, config in variants.items()
+        if config is not None
+    }
     arms = {name: pretrained[name]["backbone"] if name in pretrained else None for name in variants}
     records = []
     for k in k_values:
         for seed in seeds:
             idx = pick_labelled(len(train[0]), k, seed)
             for arm, model in comparison_models(2, arms, seed=seed).items():
-                scores = finetune_and_evaluate(out_dir / "finetune" / f"{_folder(arm)}_k{k}_seed{seed}", model,
-                                               train[0][idx], train[1][idx], val[0], val[1],
-                                               finetune_settings(finetune_steps, finetune_lr, seed), finetune_batch,
-                                               device)
+                scores = finetune_and_evaluate(
+                    out_dir / "finetune" / f"{_folder(arm)}_k{k}_seed{seed}",
+                    model,
+                    train[0][idx],
+                    train[1][idx],
+                    val[0],
+                    val[1],
+                    finetune_settings(finetune_steps, finetune_lr, seed),
+                    finetune_batch,
+                    device,
+                )
                 records.append({"arm": arm, "k": k, "seed": seed, **scores})
-    return {"pretraining": pretrained, "runs": records, "iou": summarise(records, "iou"),
-            "f_max": summarise(records, "f_max")}
+    return {
+        "pretraining": pretrained,
+        "runs": records,
+        "iou": summarise(records, "iou"),
+        "f_max": summarise(records, "f_max"),
+    }
 
 
 def _folder(name: str) -> str:
@@ -140,17 +167,36 @@ def main(argv: list[str] | None = None) -> None:
     train_images, train_labels = load_split(splits, "train")
     val_images, val_labels = load_split(splits, "val")
     table = {name: VAL_SWEEP[name] for name in args.only} if args.only else VAL_SWEEP
-    base = dict(generator=args.generator, backbone=dict(width=args.width), steps=args.pretrain_steps,
-                batch_size=args.pretrain_batch, log_every=min(10, args.pretrain_steps), seed=0)
+    base = dict(
+        generator=args.generator,
+        backbone=dict(width=args.width),
+        steps=args.pretrain_steps,
+        batch_size=args.pretrain_batch,
+        log_every=min(10, args.pretrain_steps),
+        seed=0,
+    )
     start = time.monotonic()
-    result = run_sweep(args.out_dir, sweep_variants(base, table), (train_images, train_labels),
-                       (val_images[:args.val_images], val_labels[:args.val_images] > 0), args.k, args.seeds,
-                       args.finetune_steps, args.finetune_lr, args.finetune_batch, args.device)
+    result = run_sweep(
+        args.out_dir,
+        sweep_variants(base, table),
+        (train_images, train_labels),
+        (val_images[: args.val_images], val_labels[: args.val_images] > 0),
+        args.k,
+        args.seeds,
+        args.finetune_steps,
+        args.finetune_lr,
+        args.finetune_batch,
+        args.device,
+    )
     settings = {k: v for k, v in vars(args).items() if k not in ("out_dir", "only", "device")}
-    write_json(Path(args.out_dir) / "metrics.json", {"settings": settings, "split": "val", **result,
-                                                      "seconds": time.monotonic() - start})
-    save_figure(metric_vs_k(result["iou"], "val IoU", f"pre-training variants, {len(args.seeds)} seeds"),
-                Path(args.out_dir) / "val_iou.png")
+    write_json(
+        Path(args.out_dir) / "metrics.json",
+        {"settings": settings, "split": "val", **result, "seconds": time.monotonic() - start},
+    )
+    save_figure(
+        metric_vs_k(result["iou"], "val IoU", f"pre-training variants, {len(args.seeds)} seeds"),
+        Path(args.out_dir) / "val_iou.png",
+    )
     for arm, per_k in result["iou"].items():
         print(f"{arm:>40}: " + ", ".join(f"k {k} {v['mean']:.3f} ± {v['std']:.3f}" for k, v in per_k.items()))
 

@@ -73,6 +73,7 @@ class Asset:
 
 # ---- structural checks: each raises (any exception) on a malformed file and says what it verified ----
 
+
 def check_bigbigan(path: Path) -> str:
     """The released BigBiGAN generator: a BigGAN state dict that builds the 128 px, ch 96, dim_z 120 layout."""
     state = read_checkpoint(path)
@@ -121,8 +122,10 @@ def check_unet(path: Path) -> str:
     keys = set(state) if isinstance(state, dict) else set()
     required = {k for k in UNET_KEYS if not k.endswith("num_batches_tracked")}
     if not required <= keys <= UNET_KEYS:
-        raise ValueError(f"not the reference U-Net layout: missing {sorted(required - keys)[:5]}, "
-                         f"unexpected {sorted(keys - UNET_KEYS)[:5]}")
+        raise ValueError(
+            f"not the reference U-Net layout: missing {sorted(required - keys)[:5]}, "
+            f"unexpected {sorted(keys - UNET_KEYS)[:5]}"
+        )
     shapes = tuple(state["inc.double_conv.0.weight"].shape), tuple(state["outc.conv.weight"].shape)
     if shapes != ((64, 3, 3, 3), (2, 64, 1, 1)):
         raise ValueError(f"first/last conv shapes {shapes}, expected (64, 3, 3, 3) and (2, 64, 1, 1)")
@@ -131,6 +134,7 @@ def check_unet(path: Path) -> str:
 
 def stylegan2_check(resolution: int) -> Check:
     """A check for SAIC's converted StyleGAN2: {'netGA', 'latent_avg'} that builds a generator at ``resolution``."""
+
     def check(path: Path) -> str:
         obj = read_checkpoint(path)
         if not isinstance(obj, dict) or not {"netGA", "latent_avg"} <= set(obj):
@@ -139,6 +143,7 @@ def stylegan2_check(resolution: int) -> Check:
         if not isinstance(model, StyleGAN2) or model.resolution != resolution:
             raise ValueError(f"expected StyleGAN2 at {resolution} px, got {getattr(model, 'resolution', '?')} px")
         return f"SAIC StyleGAN2 {resolution} px, {len(obj['netGA'])} keys"
+
     return check
 
 
@@ -151,11 +156,15 @@ def _describe(obj: Any) -> str:
 # ---- the registry ----
 
 _BGW = "https://github.com/anvoynov/BigGANsAreWatching/blob/338378a750342a2574e7e5d5f1041be45aad9374/"
-_SAIC = ("https://github.com/SamsungLabs/GAN-high-resolution-representation/blob/"
-         "312c86da6d5a661f12abbcd4c586a41524b5a5e5/README.md#installation")
-_SAIC_MANUAL = ("Google Drive only: open https://drive.google.com/open?id=1uCAo0X1kdXM9wPmt_gcdnpmUDPGmACkx "
-                "in a browser, download and unpack the stylegan2-models archive, put {file} into {folder}/, "
-                "then rerun to verify and record it.")
+_SAIC = (
+    "https://github.com/SamsungLabs/GAN-high-resolution-representation/blob/"
+    "312c86da6d5a661f12abbcd4c586a41524b5a5e5/README.md#installation"
+)
+_SAIC_MANUAL = (
+    "Google Drive only: open https://drive.google.com/open?id=1uCAo0X1kdXM9wPmt_gcdnpmUDPGmACkx "
+    "in a browser, download and unpack the stylegan2-models archive, put {file} into {folder}/, "
+    "then rerun to verify and record it."
+)
 
 
 def _dropbox(key: str, filename: str) -> tuple[str, str]:
@@ -164,27 +173,60 @@ def _dropbox(key: str, filename: str) -> tuple[str, str]:
 
 
 def _embeddings(name: str, key: str, filename: str, size_mb: float | None, what: str) -> Asset:
-    return Asset(name, filename, "embeddings", _dropbox(key, filename), size_mb, None, check_embeddings,
-                 f"BigBiGAN encoder z_sample of {what}, float32 [N, 120]", _BGW + "download_all.sh")
+    return Asset(
+        name,
+        filename,
+        "embeddings",
+        _dropbox(key, filename),
+        size_mb,
+        None,
+        check_embeddings,
+        f"BigBiGAN encoder z_sample of {what}, float32 [N, 120]",
+        _BGW + "download_all.sh",
+    )
 
 
 def _unet(name: str, key: str, filename: str, what: str) -> Asset:
-    return Asset(name, filename, "weights", _dropbox(key, filename), 54, None, check_unet,
-                 f"U-Net trained on synthetic BigBiGAN data from {what} (reference pretrained model)",
-                 _BGW + "README.md#pre-trained-models")
+    return Asset(
+        name,
+        filename,
+        "weights",
+        _dropbox(key, filename),
+        54,
+        None,
+        check_unet,
+        f"U-Net trained on synthetic BigBiGAN data from {what} (reference pretrained model)",
+        _BGW + "README.md#pre-trained-models",
+    )
 
 
 ASSETS: tuple[Asset, ...] = (
-    Asset("bigbigan", "BigBiGAN_x1.pth", "weights",
-          (*_dropbox("9w2i45h455k3b4p", "BigBiGAN_x1.pth"),
-           # the same file re-hosted for lukemelas/pytorch-pretrained-gans (its BigBiGAN/__init__.py)
-           "https://github.com/greeneggsandyaml/tmp/releases/download/0.0.1/BigBiGAN_x1.pth"),
-          282, None, check_bigbigan,
-          "BigBiGAN (TF-Hub bigbigan-resnet50/1) generator ported to BigGAN-PyTorch, 128 px",
-          _BGW + "download_all.sh"),
-    Asset("bg-direction", "bg_direction.pth", "weights", _dropbox("np74kmkohkbx76t", "bg_direction.pth"),
-          0.001, None, check_direction, "BigBiGAN latent direction: darker background, lighter object",
-          _BGW + "download_all.sh"),
+    Asset(
+        "bigbigan",
+        "BigBiGAN_x1.pth",
+        "weights",
+        (
+            *_dropbox("9w2i45h455k3b4p", "BigBiGAN_x1.pth"),
+            # the same file re-hosted for lukemelas/pytorch-pretrained-gans (its BigBiGAN/__init__.py)
+            "https://github.com/greeneggsandyaml/tmp/releases/download/0.0.1/BigBiGAN_x1.pth",
+        ),
+        282,
+        None,
+        check_bigbigan,
+        "BigBiGAN (TF-Hub bigbigan-resnet50/1) generator ported to BigGAN-PyTorch, 128 px",
+        _BGW + "download_all.sh",
+    ),
+    Asset(
+        "bg-direction",
+        "bg_direction.pth",
+        "weights",
+        _dropbox("np74kmkohkbx76t", "bg_direction.pth"),
+        0.001,
+        None,
+        check_direction,
+        "BigBiGAN latent direction: darker background, lighter object",
+        _BGW + "download_all.sh",
+    ),
     _embeddings("embeddings-imagenet", "y5qr9wwtop7ot6b", "BigBiGAN_ImageNet_z.npy", 551, "ImageNet"),
     _embeddings("embeddings-cub", "qgacaoo7urh35j9", "BigBiGAN_CUB_train_z.npy", 2.9, "CUB-200-2011 train"),
     _embeddings("embeddings-duts", "b77in0vuc8jy1yf", "BigBiGAN_DUTS-TR_z.npy", 5.1, "DUTS-TR"),
@@ -192,16 +234,35 @@ ASSETS: tuple[Asset, ...] = (
     _unet("unet-imagenet", "3nty6x7fwof7xyv", "u_net_imagenet.pth", "ImageNet embeddings"),
     _unet("unet-cub", "90odh34ddpjvuxk", "u_net_cub2002011.pth", "CUB-200-2011 embeddings"),
     _unet("unet-flowers", "fk8r9q0tvwaxbpl", "u_net_flowers.pth", "Flowers embeddings"),
-    Asset("stylegan2-ffhq", "ffhq.tar", "weights", (), 121, None, stylegan2_check(1024),
-          "StyleGAN2 FFHQ 1024 px in SAIC's {'netGA', 'latent_avg'} format", _SAIC,
-          _SAIC_MANUAL.format(file="ffhq.tar", folder="weights")),
-    Asset("stylegan2-cars", "cars.tar", "weights", (), 121, None, stylegan2_check(512),
-          "StyleGAN2 LSUN cars 512 px in SAIC's {'netGA', 'latent_avg'} format", _SAIC,
-          _SAIC_MANUAL.format(file="cars.tar", folder="weights")),
+    Asset(
+        "stylegan2-ffhq",
+        "ffhq.tar",
+        "weights",
+        (),
+        121,
+        None,
+        stylegan2_check(1024),
+        "StyleGAN2 FFHQ 1024 px in SAIC's {'netGA', 'latent_avg'} format",
+        _SAIC,
+        _SAIC_MANUAL.format(file="ffhq.tar", folder="weights"),
+    ),
+    Asset(
+        "stylegan2-cars",
+        "cars.tar",
+        "weights",
+        (),
+        121,
+        None,
+        stylegan2_check(512),
+        "StyleGAN2 LSUN cars 512 px in SAIC's {'netGA', 'latent_avg'} format",
+        _SAIC,
+        _SAIC_MANUAL.format(file="cars.tar", folder="weights"),
+    ),
 )
 
 
 # ---- where files go, the lock file ----
+
 
 def folder_path(folder: str, dest: str | os.PathLike | None = None) -> Path:
     """weights/ (GANSEG_WEIGHTS_DIR) or <root>/embeddings/; <dest>/<folder> if dest is given (relative: to the root)."""
@@ -223,8 +284,14 @@ def read_lock(folder: Path) -> dict[str, dict[str, Any]]:
 
 def _record(asset: Asset, path: Path, url: str | None, checked: str) -> None:
     files = read_lock(path.parent)
-    files[path.name] = {"asset": asset.name, "sha256": sha256_file(path), "bytes": path.stat().st_size, "url": url,
-                        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "check": checked}
+    files[path.name] = {
+        "asset": asset.name,
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+        "url": url,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "check": checked,
+    }
     write_json(path.parent / LOCK, {"files": dict(sorted(files.items()))})
 
 
@@ -240,6 +307,7 @@ def status(asset: Asset, dest: str | os.PathLike | None = None) -> str:
 
 
 # ---- download and verification ----
+
 
 def _verify(asset: Asset, path: Path) -> str:
     """The known sha256 if there is one, else the structural check; raises ValueError with the reason."""
@@ -259,6 +327,7 @@ def _transfer(url: str, part: Path, progressbar: bool) -> None:
     offset = part.stat().st_size if part.exists() else 0
     expected: list[int] = []
     with open(part, "ab") as out:  # append mode: every write goes to the end of what is kept
+
         def on_response(response: requests.Response, *args: Any, **kwargs: Any) -> None:
             content_range = response.headers.get("Content-Range", "")
             resumed = response.status_code == 206 and content_range.startswith(f"bytes {offset}-")
@@ -275,8 +344,9 @@ def _transfer(url: str, part: Path, progressbar: bool) -> None:
                 expected.append((offset if resumed else 0) + int(response.headers["Content-Length"]))
 
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        downloader = pooch.HTTPDownloader(progressbar=progressbar, chunk_size=1 << 20, timeout=60,
-                                          headers=headers, hooks={"response": on_response})
+        downloader = pooch.HTTPDownloader(
+            progressbar=progressbar, chunk_size=1 << 20, timeout=60, headers=headers, hooks={"response": on_response}
+        )
         downloader(url, out, None)
     if expected and part.stat().st_size != expected[0]:
         raise OSError(f"truncated: received {part.stat().st_size} of {expected[0]} bytes")
@@ -307,8 +377,14 @@ def _reason(err: BaseException) -> str:
     return err.args[0] if err.args and isinstance(err.args[0], str) else str(err)
 
 
-def ensure(asset: Asset, dest: str | os.PathLike | None = None, force: bool = False, retries: int = 3,
-           retry_delay: float = 2.0, progressbar: bool | None = None) -> str:
+def ensure(
+    asset: Asset,
+    dest: str | os.PathLike | None = None,
+    force: bool = False,
+    retries: int = 3,
+    retry_delay: float = 2.0,
+    progressbar: bool | None = None,
+) -> str:
     """Puts the asset's file in place, verified; returns 'verified', 'recorded', 'downloaded' or 'manual'."""
     path = target_path(asset, dest)
     part = path.with_name(path.name + ".part")
@@ -317,13 +393,17 @@ def ensure(asset: Asset, dest: str | os.PathLike | None = None, force: bool = Fa
         if state == "verified":
             return "verified"
         if state == "MODIFIED":
-            raise AssetError(f"{asset.name}: {path} differs from its expected sha256 (known or in {LOCK}); "
-                             "delete it or rerun with --force to download it again")
+            raise AssetError(
+                f"{asset.name}: {path} differs from its expected sha256 (known or in {LOCK}); "
+                "delete it or rerun with --force to download it again"
+            )
         try:
             _record(asset, path, None, _verify(asset, path))
         except ValueError as err:
-            raise AssetError(f"{asset.name}: {path} is in place but fails verification ({err}); "
-                             "it was left untouched: delete it or rerun with --force") from err
+            raise AssetError(
+                f"{asset.name}: {path} is in place but fails verification ({err}); "
+                "it was left untouched: delete it or rerun with --force"
+            ) from err
         return "recorded"
     if not asset.urls:
         return "manual"
@@ -344,8 +424,11 @@ def ensure(asset: Asset, dest: str | os.PathLike | None = None, force: bool = Fa
         os.replace(part, path)
         _record(asset, path, url, checked)
         return "downloaded"
-    raise AssetError(f"{asset.name}: could not get {asset.filename} from any URL:\n" + "\n".join(failures)
-                     + f"\nNothing was written to {path} and no partial file was kept.")
+    raise AssetError(
+        f"{asset.name}: could not get {asset.filename} from any URL:\n"
+        + "\n".join(failures)
+        + f"\nNothing was written to {path} and no partial file was kept."
+    )
 
 
 def _size(asset: Asset) -> str:
@@ -353,6 +436,7 @@ def _size(asset: Asset) -> str:
 
 
 # ---- command line ----
+
 
 def _list(assets: Sequence[Asset], dest: str | os.PathLike | None) -> None:
     for asset in assets:

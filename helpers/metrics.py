@@ -163,9 +163,7 @@ def evaluate_saliency(pairs: Iterable[tuple[ArrayLike, ArrayLike]]) -> dict[str,
     return metrics.result()
 
 
-def confusion_matrix(
-    gt: ArrayLike, pred: ArrayLike, n_classes: int, ignore_index: int | None = None
-) -> np.ndarray:
+def confusion_matrix(gt: ArrayLike, pred: ArrayLike, n_classes: int, ignore_index: int | None = None) -> np.ndarray:
     """K x K pixel counts (rows: gt label, columns: predicted label), skipping pixels where gt == ignore_index."""
     gt, pred = _to_numpy(gt), _to_numpy(pred)
     if gt.shape != pred.shape:

@@ -117,7 +117,12 @@ def run_notebook(notebook: Path, results: Path, params: dict[str, Any], timeout:
 
 
 def _summary_markdown(runs: list[NotebookRun], smoke: bool) -> str:
-    lines = [f"# Reproduction summary ({'smoke' if smoke else 'full'} run)", "", "| notebook | status | seconds |", "|---|---|---|"]
+    lines = [
+        f"# Reproduction summary ({'smoke' if smoke else 'full'} run)",
+        "",
+        "| notebook | status | seconds |",
+        "|---|---|---|",
+    ]
     lines += [f"| {r.notebook} | {r.status} | {r.seconds:.1f} |" for r in runs]
     for r in runs:
         lines += ["", f"## {r.notebook}", ""]
@@ -171,15 +176,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny parameters from notebooks/smoke_params.yml")
     parser.add_argument("--results", default="results", help="output folder (relative paths: repository root)")
     parser.add_argument("--only", nargs="+", metavar="PREFIX", help="run only notebooks whose name starts so")
-    parser.add_argument("--notebook", nargs="+", metavar="PATH", type=Path,
-                        help="run these notebooks instead of notebooks/NN_*.ipynb (relative paths: repository root)")
+    parser.add_argument(
+        "--notebook",
+        nargs="+",
+        metavar="PATH",
+        type=Path,
+        help="run these notebooks instead of notebooks/NN_*.ipynb (relative paths: repository root)",
+    )
     parser.add_argument("--device", default="auto", help="'auto' (CUDA if present, else CPU), 'cpu', 'cuda:0', ...")
     parser.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
     args = parser.parse_args(argv)
     results = resolve(args.results)
     try:
         runs = run_all(
-            results, smoke=args.smoke, only=args.only, device=args.device, timeout=args.timeout,
+            results,
+            smoke=args.smoke,
+            only=args.only,
+            device=args.device,
+            timeout=args.timeout,
             notebooks=[resolve(p) for p in args.notebook] if args.notebook else None,
         )
     except (NotebookFailed, FileNotFoundError, ValueError) as err:

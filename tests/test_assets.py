@@ -58,7 +58,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_error(404)
         if mode == "html":
             body = b"<html><body>Preview</body></html>"
-        start = int(self.headers["Range"][len("bytes="):-1]) if self.headers.get("Range") else 0
+        start = int(self.headers["Range"][len("bytes=") : -1]) if self.headers.get("Range") else 0
         self.send_response(206 if start else 200)
         self.send_header("Content-Type", "text/html" if mode == "html" else "application/octet-stream")
         self.send_header("Content-Length", str(len(body) - start))
@@ -67,7 +67,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         first = sum(p == self.path for p, _ in srv.log) == 1
         cut = mode == "truncate" or (mode == "truncate-once" and first)
-        self.wfile.write(body[start:start + (len(body) - start) // 2] if cut else body[start:])
+        self.wfile.write(body[start : start + (len(body) - start) // 2] if cut else body[start:])
 
     def log_message(self, *args):
         pass
@@ -135,11 +135,14 @@ def test_broken_connection_resumes_with_range(server, tmp_path):
     assert server.log == [("/z.npy", None), ("/z.npy", f"bytes={1 << 20}-")]
 
 
-@pytest.mark.parametrize("mode, reason", [
-    ("truncate", r"IncompleteRead|truncated"),
-    ("500", r"500 Server Error.*after 2 attempts"),
-    ("html", r"HTML page"),
-])
+@pytest.mark.parametrize(
+    "mode, reason",
+    [
+        ("truncate", r"IncompleteRead|truncated"),
+        ("500", r"500 Server Error.*after 2 attempts"),
+        ("html", r"HTML page"),
+    ],
+)
 def test_failed_download_is_clear_and_leaves_nothing(server, tmp_path, mode, reason):
     url = serve(server, "/z.npy", npy_bytes((40, 120)), mode)
     with pytest.raises(AssetError, match=reason) as err:
@@ -259,8 +262,13 @@ def test_download_all_sh_lists_the_registry(tmp_path):
     assert os.access(ROOT / "download_all.sh", os.X_OK)
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # `python` is this interpreter
     env = {**os.environ, "GANSEG_USE_ACTIVE_ENV": "1", "PATH": path}
-    run = subprocess.run(["bash", str(ROOT / "download_all.sh"), "--list", "--dest", str(tmp_path)],
-                         env=env, capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        ["bash", str(ROOT / "download_all.sh"), "--list", "--dest", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stderr
     assert "BigBiGAN_x1.pth" in run.stdout and "BigBiGAN_ImageNet_z.npy" in run.stdout and "~551 MB" in run.stdout
     assert run.stdout.count("missing") == len(assets.ASSETS)

@@ -10,8 +10,12 @@ import pytest
 from helpers.core.paths import project_root
 
 ROOT = project_root()
-CODE = sorted(p for folder in ["helpers", "tests", "benchmarks", "experiments", "scripts"]
-              for p in (ROOT / folder).rglob("*") if p.suffix in {".py", ".sh"} and p.name != "test_docs.py")
+CODE = sorted(
+    p
+    for folder in ["helpers", "tests", "benchmarks", "experiments", "scripts"]
+    for p in (ROOT / folder).rglob("*")
+    if p.suffix in {".py", ".sh"} and p.name != "test_docs.py"
+)
 NOTEBOOKS = sorted((ROOT / "notebooks").rglob("*.ipynb"))
 MARKDOWN = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 

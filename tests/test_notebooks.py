@@ -105,7 +105,14 @@ def test_weight_conversion_notebook_outputs(smoke_run):
     results, _ = smoke_run
     metrics = json.loads((results / "01_weight_conversion" / "metrics.json").read_text())
     assert metrics["keys"] == 166
-    assert set(metrics["max_abs_diff"]) >= {"first_linear", "conv", "conditional_bn", "attention", "output_layer", "end_to_end"}
+    assert set(metrics["max_abs_diff"]) >= {
+        "first_linear",
+        "conv",
+        "conditional_bn",
+        "attention",
+        "output_layer",
+        "end_to_end",
+    }
     assert max(metrics["max_abs_diff"].values()) < 1e-4
     assert metrics["stylegan2_round_trip_image_diff"] < 1e-5
 
@@ -153,7 +160,11 @@ def test_unsupervised_segmentation_notebook_outputs(smoke_run):
     for scores in metrics["procedural_test"].values():
         assert scores["n_images"] == smoke_parameters()["N_TEST"] and 0 <= scores["iou"] <= 1
     assert 0 < metrics["synthetic_kept_fraction"] <= 1
-    assert (ran_with["GENERATOR"], ran_with["SHIFT_SPACE"], ran_with["REFINE_MASKS"]) == ("default-stylegan2", "w:64", "grabcut")
+    assert (ran_with["GENERATOR"], ran_with["SHIFT_SPACE"], ran_with["REFINE_MASKS"]) == (
+        "default-stylegan2",
+        "w:64",
+        "grabcut",
+    )
     for name in ["synthetic_pairs.png", "scores.png", "test_overlays.png", "losses_unsupervised.png"]:
         assert (out / name).stat().st_size > 1000, name
 
@@ -174,20 +185,35 @@ def test_semantic_projection_notebook_outputs(smoke_run):
     assert metrics["simulated_annotator_val"]["binary_iou"] > 0.5
     assert metrics["refiner"]["folds"] == 4
     assert metrics["test_grabcut"] == {"sure_foreground": 0.9, "sure_background": 0.01, "iterations": 5}
-    protocols = ["procedural_test", "procedural_test_single_view", "procedural_test_without_grabcut",
-                 "procedural_test_single_view_without_grabcut"]
+    protocols = [
+        "procedural_test",
+        "procedural_test_single_view",
+        "procedural_test_without_grabcut",
+        "procedural_test_single_view_without_grabcut",
+    ]
     scored = [metrics[key] for key in protocols]  # the configured protocol, then each step left out
     assert all(s["binary"]["n_images"] == test["binary"]["n_images"] for s in scored)
     # the re-fit turns soft maps into hard masks, and one view scores differently from eight (with smoke-size
     # models the two re-fitted protocols can coincide: masks of everything, which GrabCut leaves alone)
     assert scored[0] != scored[2] and scored[1] != scored[3] and scored[2] != scored[3]
     assert all(0 <= c["binary_iou_without_grabcut"] <= 1 for c in metrics["curve"])
-    assert len(list((out / "unets").glob(f"{Path(metrics['synthetic_shards']).name}_s{smoke_parameters()['SEG_STEPS']}_*"))) == 1
+    assert (
+        len(
+            list((out / "unets").glob(f"{Path(metrics['synthetic_shards']).name}_s{smoke_parameters()['SEG_STEPS']}_*"))
+        )
+        == 1
+    )
     assert len(list((out / "refiners").glob("k20_*/refiner/member_*"))) == 3  # the main run's ensemble
     manifest = json.loads((Path(metrics["synthetic_shards"]) / "manifest.json").read_text())
     assert manifest["attrs"]["refiner"] == metrics["refiner"]["fingerprint"]  # the pairs carry the refiner's masks
-    for name in ["annotations.png", "decoder_predictions.png", "synthetic_pairs.png", "losses_unet.png",
-                 "test_overlays.png", "iou_vs_annotations.png"]:
+    for name in [
+        "annotations.png",
+        "decoder_predictions.png",
+        "synthetic_pairs.png",
+        "losses_unet.png",
+        "test_overlays.png",
+        "iou_vs_annotations.png",
+    ]:
         assert (out / name).stat().st_size > 1000, name
 
 
@@ -197,9 +223,17 @@ def test_notebook_05_runs_the_papers_pipeline_without_refiner(tmp_path):
     synthetic masks are the decoder's arg-max and the U-Net is trained and scored as in the paper."""
     from helpers.runner import run_notebook
 
-    params = {**smoke_parameters(), "DEVICE": "cpu", "INTERACTIVE": False, "REFINER_STEPS": 0,
-              "CLASS_WEIGHT_POWER": 0.0, "CURVE_COUNTS": "2", "UNET_AUGMENT": "none", "DIHEDRAL_TTA": False,
-              "TEST_GRABCUT": False}
+    params = {
+        **smoke_parameters(),
+        "DEVICE": "cpu",
+        "INTERACTIVE": False,
+        "REFINER_STEPS": 0,
+        "CLASS_WEIGHT_POWER": 0.0,
+        "CURVE_COUNTS": "2",
+        "UNET_AUGMENT": "none",
+        "DIHEDRAL_TTA": False,
+        "TEST_GRABCUT": False,
+    }
     run = run_notebook(NOTEBOOKS_BY_NAME["05_semantic_projection.ipynb"], tmp_path, params, timeout=600)
     assert run.status == "passed", run.error
     assert run.metrics["refiner"] is None and run.parameters["CLASS_WEIGHT_POWER"] == 0.0
@@ -237,14 +271,27 @@ def test_notebook_04_runs_a_self_training_round(smoke_run, tmp_path):
 
     results, _ = smoke_run
     shutil.copytree(results / "03_direction_finding", tmp_path / "03_direction_finding")
-    params = {**smoke_parameters(), "DEVICE": "cpu", "INTERACTIVE": False, "SEG_STEPS": 30, "LR_STEP": 30,
-              "MIN_CONSISTENCY": 0.0, "MAX_BORDER": 1.0, "SELF_TRAINING_ROUNDS": 1}
+    params = {
+        **smoke_parameters(),
+        "DEVICE": "cpu",
+        "INTERACTIVE": False,
+        "SEG_STEPS": 30,
+        "LR_STEP": 30,
+        "MIN_CONSISTENCY": 0.0,
+        "MAX_BORDER": 1.0,
+        "SELF_TRAINING_ROUNDS": 1,
+    }
     run = run_notebook(NOTEBOOKS_BY_NAME["04_unsupervised_segmentation.ipynb"], tmp_path, params, timeout=600)
     assert run.status == "passed", run.error
     assert run.metrics["final"] == "unsupervised + 1 self-training"
-    assert set(run.metrics["procedural_test"]) == {"unsupervised (synthetic masks)", "unsupervised + 1 self-training",
-                                                   "supervised (upper bound)"}
-    manifest = json.loads((tmp_path / "04_unsupervised_segmentation" / "self_training_1" / "shards" / "manifest.json").read_text())
+    assert set(run.metrics["procedural_test"]) == {
+        "unsupervised (synthetic masks)",
+        "unsupervised + 1 self-training",
+        "supervised (upper bound)",
+    }
+    manifest = json.loads(
+        (tmp_path / "04_unsupervised_segmentation" / "self_training_1" / "shards" / "manifest.json").read_text()
+    )
     assert manifest["n_total"] == params["SELF_TRAINING_PAIRS"] and manifest["attrs"]["round"] == 1
 
 
@@ -253,17 +300,36 @@ def test_the_papers_configuration_runs_through_notebooks_03_and_04(tmp_path):
     """BigGAN, shifts of z, the reference masks and no self-training: the papers' setting, one parameter set away."""
     from helpers.runner import run_notebook
 
-    params = {**smoke_parameters(), "DEVICE": "cpu", "INTERACTIVE": False,
-              "GENERATOR": "default-biggan", "SHIFT_SPACE": "z"}
+    params = {
+        **smoke_parameters(),
+        "DEVICE": "cpu",
+        "INTERACTIVE": False,
+        "GENERATOR": "default-biggan",
+        "SHIFT_SPACE": "z",
+    }
     found = run_notebook(NOTEBOOKS_BY_NAME["03_direction_finding.ipynb"], tmp_path, params, timeout=600)
-    used = run_notebook(NOTEBOOKS_BY_NAME["04_unsupervised_segmentation.ipynb"], tmp_path,
-                        {**params, "REFINE_MASKS": "none", "MIN_CONSISTENCY": 0.0, "MAX_BORDER": 1.0,
-                         "PREGENERATED": 0, "SELF_TRAINING_ROUNDS": 0}, timeout=600)
+    used = run_notebook(
+        NOTEBOOKS_BY_NAME["04_unsupervised_segmentation.ipynb"],
+        tmp_path,
+        {
+            **params,
+            "REFINE_MASKS": "none",
+            "MIN_CONSISTENCY": 0.0,
+            "MAX_BORDER": 1.0,
+            "PREGENERATED": 0,
+            "SELF_TRAINING_ROUNDS": 0,
+        },
+        timeout=600,
+    )
     assert found.status == used.status == "passed", (found.error, used.error)
     ranking = json.loads((tmp_path / "03_direction_finding" / "ranking.json").read_text())
     assert (ranking["generator"], ranking["shift_space"]) == ("default-biggan", "z")
     assert used.metrics["final"] == "unsupervised (synthetic masks)"
     assert not (tmp_path / "04_unsupervised_segmentation" / "shards").exists()  # trained on the fly
-    clash = run_notebook(NOTEBOOKS_BY_NAME["04_unsupervised_segmentation.ipynb"], tmp_path,
-                         {**params, "GENERATOR": "default-stylegan2", "SHIFT_SPACE": "w:64"}, timeout=600)
+    clash = run_notebook(
+        NOTEBOOKS_BY_NAME["04_unsupervised_segmentation.ipynb"],
+        tmp_path,
+        {**params, "GENERATOR": "default-stylegan2", "SHIFT_SPACE": "w:64"},
+        timeout=600,
+    )
     assert clash.status == "failed" and "generator 'default-biggan' (asked for 'default-stylegan2')" in clash.error

@@ -54,7 +54,9 @@ def test_full_run_uses_notebook_defaults(folder, tmp_path):
 def test_failure_names_notebook_and_cell(folder, tmp_path):
     _notebook(folder / "03_broken.ipynb", "OUT_DIR = 'z'", "x = 1\nraise ValueError('bad mask shape')")
     results = tmp_path / "results"
-    with pytest.raises(NotebookFailed, match=r"03_broken\.ipynb failed in cell 2 \('x = 1'\): ValueError: bad mask shape"):
+    with pytest.raises(
+        NotebookFailed, match=r"03_broken\.ipynb failed in cell 2 \('x = 1'\): ValueError: bad mask shape"
+    ):
         run_all(results, smoke=True, folder=folder)
     summary = json.loads((results / "summary.json").read_text())
     assert [n["status"] for n in summary["notebooks"]] == ["passed", "passed", "failed"]

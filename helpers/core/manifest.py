@@ -27,8 +27,12 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def code_version() -> str:
     """The repository's commit (with '+dirty' for uncommitted changes), or 'unknown' outside git."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=project_root(), capture_output=True, text=True)
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=project_root(), capture_output=True, text=True
+        )
         return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -44,7 +48,12 @@ def record(path: str | os.PathLike, info: dict[str, Any]) -> dict[str, Any]:
     """Adds or replaces the entry of ``path`` in its folder's manifest (sha256, bytes, code version, info)."""
     path = Path(path)
     files = read_manifest(path.parent)
-    files[path.name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size, "code_version": code_version(), **info}
+    files[path.name] = {
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+        "code_version": code_version(),
+        **info,
+    }
     write_json(path.parent / MANIFEST, {"files": dict(sorted(files.items()))})
     return files[path.name]
 

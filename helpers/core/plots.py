@@ -72,8 +72,14 @@ def metric_vs_k(summary: dict[str, dict[str, dict[str, float]]], ylabel: str = "
     for i, (arm, per_k) in enumerate(summary.items()):
         ks = sorted(per_k, key=int)
         offset = 1 + 0.03 * (i - (len(summary) - 1) / 2)  # keeps overlapping error bars apart on the log axis
-        ax.errorbar([int(k) * offset for k in ks], [per_k[k]["mean"] for k in ks], yerr=[per_k[k]["std"] for k in ks],
-                    marker="o", capsize=3, label=arm)
+        ax.errorbar(
+            [int(k) * offset for k in ks],
+            [per_k[k]["mean"] for k in ks],
+            yerr=[per_k[k]["std"] for k in ks],
+            marker="o",
+            capsize=3,
+            label=arm,
+        )
     all_k = sorted({int(k) for per_k in summary.values() for k in per_k})
     ax.set_xscale("log")
     ax.set_xticks(all_k, [str(k) for k in all_k])

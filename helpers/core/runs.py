@@ -59,9 +59,14 @@ class RunFolder:
     def _fixed(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in settings.items() if k not in self.resumable}
 
-    def resume(self, requested: Mapping[str, Any], key: str = "config",
-               clash: str | Callable[[Mapping[str, Any]], str] = "was written with a different configuration",
-               remedy: str = "or the same configuration", expect: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def resume(
+        self,
+        requested: Mapping[str, Any],
+        key: str = "config",
+        clash: str | Callable[[Mapping[str, Any]], str] = "was written with a different configuration",
+        remedy: str = "or the same configuration",
+        expect: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """The checkpoint's state, after refusing one whose settings (``state[key]``, resumable keys aside) or
         ``expect`` entries differ from the requested ones; log rows after its step are dropped.
 
@@ -73,8 +78,10 @@ class RunFolder:
         others_differ = any(state.get(k) != v for k, v in (expect or {}).items())
         if others_differ or self._fixed(stored) != self._fixed(requested):
             reason = clash(state) if callable(clash) else clash
-            raise ValueError(f"{self.checkpoint_path} {reason}; use a new run folder{' ' + remedy if remedy else ''}."
-                             f"\n  checkpoint: {stored}\n  requested:  {dict(requested)}")
+            raise ValueError(
+                f"{self.checkpoint_path} {reason}; use a new run folder{' ' + remedy if remedy else ''}."
+                f"\n  checkpoint: {stored}\n  requested:  {dict(requested)}"
+            )
         self.truncate_log(state["step"])
         return state
 
@@ -83,6 +90,7 @@ class RunFolder:
         """A writer of log rows for the block: each row is appended as one JSON line and flushed."""
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "a") as handle:
+
             def write(row: Mapping[str, Any]) -> None:
                 handle.write(json.dumps(dict(row)) + "\n")
                 handle.flush()
@@ -98,7 +106,9 @@ class RunFolder:
     def truncate_log(self, step: int) -> None:
         """Drops log rows written after ``step``, the step of the checkpoint being resumed."""
         if self.log_path.exists():
-            kept = [line for line in self.log_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+            kept = [
+                line for line in self.log_path.read_text().splitlines() if line and json.loads(line)["step"] <= step
+            ]
             with atomic_path(self.log_path) as tmp:
                 tmp.write_text("".join(line + "\n" for line in kept))
 

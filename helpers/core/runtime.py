@@ -20,7 +20,9 @@ def pick_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"DEVICE={device!r} was asked for, but torch sees no CUDA device; use DEVICE='auto' or 'cpu'")
+        raise RuntimeError(
+            f"DEVICE={device!r} was asked for, but torch sees no CUDA device; use DEVICE='auto' or 'cpu'"
+        )
     return dev
 
 

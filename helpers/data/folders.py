@@ -74,11 +74,15 @@ class UnmatchedFilesError(FolderDatasetError):
         self.images_only, self.masks_only = images_only, masks_only
         parts = []
         if images_only:
-            parts.append(f"{len(images_only)} image(s) in {images_dir} have no mask in {masks_dir}:"
-                         + _listing([str(p.relative_to(images_dir)) for p in images_only]))
+            parts.append(
+                f"{len(images_only)} image(s) in {images_dir} have no mask in {masks_dir}:"
+                + _listing([str(p.relative_to(images_dir)) for p in images_only])
+            )
         if masks_only:
-            parts.append(f"{len(masks_only)} mask(s) in {masks_dir} have no image in {images_dir}:"
-                         + _listing([str(p.relative_to(masks_dir)) for p in masks_only]))
+            parts.append(
+                f"{len(masks_only)} mask(s) in {masks_dir} have no image in {images_dir}:"
+                + _listing([str(p.relative_to(masks_dir)) for p in masks_only])
+            )
         super().__init__("\n".join(parts))
 
 
@@ -87,8 +91,10 @@ class DuplicateKeysError(FolderDatasetError):
 
     def __init__(self, folder: Path, duplicates: dict[str, list[Path]]):
         self.duplicates = duplicates
-        lines = [f"{key}: " + ", ".join(str(p.relative_to(folder)) for p in paths)
-                 for key, paths in sorted(duplicates.items())]
+        lines = [
+            f"{key}: " + ", ".join(str(p.relative_to(folder)) for p in paths)
+            for key, paths in sorted(duplicates.items())
+        ]
         super().__init__(f"{len(duplicates)} duplicate key(s) in {folder}:" + _listing(lines))
 
 
@@ -97,8 +103,9 @@ class UnreadableFilesError(FolderDatasetError):
 
     def __init__(self, failures: list[tuple[Path, str]]):
         self.failures = failures
-        super().__init__(f"{len(failures)} unreadable file(s):"
-                         + _listing([f"{path}: {reason}" for path, reason in failures]))
+        super().__init__(
+            f"{len(failures)} unreadable file(s):" + _listing([f"{path}: {reason}" for path, reason in failures])
+        )
 
 
 class SizeMismatchError(FolderDatasetError):
@@ -146,8 +153,9 @@ def scan_images(folder: str | os.PathLike[str]) -> list[Path]:
     found = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found += [Path(dirpath, f) for f in filenames
-                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+        found += [
+            Path(dirpath, f) for f in filenames if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS
+        ]
     if not found:
         raise FolderDatasetError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {folder}")
     return sorted(found)
@@ -198,8 +206,15 @@ class ImageMaskFolder:
     It costs one extra decode pass; pass `verify=False` for datasets already checked.
     """
 
-    def __init__(self, images_dir: str | os.PathLike[str], masks_dir: str | os.PathLike[str], *,
-                 mask_rule: MaskRule = threshold_mask, key: KeyFunction = stem_key, verify: bool = True):
+    def __init__(
+        self,
+        images_dir: str | os.PathLike[str],
+        masks_dir: str | os.PathLike[str],
+        *,
+        mask_rule: MaskRule = threshold_mask,
+        key: KeyFunction = stem_key,
+        verify: bool = True,
+    ):
         self.images_dir, self.masks_dir = Path(images_dir), Path(masks_dir)
         self.mask_rule = mask_rule
         images, masks = _index(self.images_dir, key), _index(self.masks_dir, key)
@@ -269,5 +284,10 @@ def open_benchmark(name: str, root: str | os.PathLike[str], *, verify: bool = Tr
         raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
     layout = BENCHMARKS[by_lower[name.lower()]]
     root = Path(root)
-    return ImageMaskFolder(root / layout.images_subdir, root / layout.masks_subdir,
-                           mask_rule=layout.mask_rule, key=layout.key, verify=verify)
+    return ImageMaskFolder(
+        root / layout.images_subdir,
+        root / layout.masks_subdir,
+        mask_rule=layout.mask_rule,
+        key=layout.key,
+        verify=verify,
+    )

@@ -127,7 +127,9 @@ class _Frame:
 
     def local(self, x: np.ndarray, y: np.ndarray, dx: float = 0.0, dy: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         px, py = x - self.cx - dx, y - self.cy - dy
-        return (self.cos * px + self.sin * py) / self.radius, (self.cos * py - self.sin * px) / (self.radius * self.aspect)
+        return (self.cos * px + self.sin * py) / self.radius, (self.cos * py - self.sin * px) / (
+            self.radius * self.aspect
+        )
 
 
 def _signed_distance(frame: _Frame, kind: str, p: dict, u: np.ndarray, v: np.ndarray, size: int) -> np.ndarray:
@@ -183,7 +185,9 @@ def render(seed: int, index: int, size: int = 64, stream: int = 0) -> tuple[np.n
     x, y = _grid(size)
     img = _background(rng, size)
 
-    frame = _Frame(*rng.uniform(-0.35, 0.35, 2), rng.uniform(0.3, 0.6), rng.uniform(0.55, 1.0), rng.uniform(0, 2 * np.pi))
+    frame = _Frame(
+        *rng.uniform(-0.35, 0.35, 2), rng.uniform(0.3, 0.6), rng.uniform(0.55, 1.0), rng.uniform(0, 2 * np.pi)
+    )
     kind, params = _boundary(rng)
     u, v = frame.local(x, y)
     dist = _signed_distance(frame, kind, params, u, v, size)
@@ -221,7 +225,9 @@ def render(seed: int, index: int, size: int = 64, stream: int = 0) -> tuple[np.n
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), labels
 
 
-def render_batch(seed: int, indices: range | list[int] | np.ndarray, size: int = 64, stream: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def render_batch(
+    seed: int, indices: range | list[int] | np.ndarray, size: int = 64, stream: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Renders several images: uint8 [N, size, size, 3] and labels uint8 [N, size, size]."""
     pairs = [render(seed, int(i), size, stream) for i in indices]
     images = np.stack([p[0] for p in pairs]) if pairs else np.zeros((0, size, size, 3), np.uint8)

@@ -38,7 +38,9 @@ class ProceduralSplits:
     @property
     def path(self) -> Path:
         """The cache file of these splits (shared by every notebook and test that asks for the same)."""
-        name = f"procedural_v{DOMAIN_VERSION}_{self.size}px_seed{self.seed}_{self.n_train}-{self.n_val}-{self.n_test}.h5"
+        name = (
+            f"procedural_v{DOMAIN_VERSION}_{self.size}px_seed{self.seed}_{self.n_train}-{self.n_val}-{self.n_test}.h5"
+        )
         return data_dir() / name
 
 
@@ -58,14 +60,18 @@ def ensure_splits(spec: ProceduralSplits = ProceduralSplits(), progress: bool = 
     if spec.path.exists() and _is_valid(spec):
         return spec.path
     total = sum(spec.count(s) for s in SPLIT_STREAMS)
-    with atomic_path(spec.path) as tmp, h5py.File(tmp, "w") as f, tqdm(
-        total=total, desc=f"rendering {spec.path.name}", disable=not progress, unit="img"
-    ) as bar:
+    with (
+        atomic_path(spec.path) as tmp,
+        h5py.File(tmp, "w") as f,
+        tqdm(total=total, desc=f"rendering {spec.path.name}", disable=not progress, unit="img") as bar,
+    ):
         f.attrs.update({"domain_version": DOMAIN_VERSION, "label_names": list(LABEL_NAMES), **asdict(spec)})
         for split, stream in SPLIT_STREAMS.items():
             n, s = spec.count(split), spec.size
             chunk = (max(1, min(_CHUNK, n)),)
-            images = f.create_dataset(f"{split}/images", (n, s, s, 3), np.uint8, chunks=chunk + (s, s, 3), compression="lzf")
+            images = f.create_dataset(
+                f"{split}/images", (n, s, s, 3), np.uint8, chunks=chunk + (s, s, 3), compression="lzf"
+            )
             labels = f.create_dataset(f"{split}/labels", (n, s, s), np.uint8, chunks=chunk + (s, s), compression="lzf")
             for start in range(0, n, _CHUNK):
                 idx = range(start, min(n, start + _CHUNK))

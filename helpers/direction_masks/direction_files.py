@@ -34,12 +34,20 @@ def check_shift_space(direction_path: str | Path, generator: str, shift_space: s
         return
     found = json.loads(record.read_text())
     wanted = {"generator": generator, "shift_space": shift_space}
-    recorded = {"generator": found.get("generator"), "shift_space": found.get("shift_space", "z")}  # z before SHIFT_SPACE
-    clashes = [f"{key} {recorded[key]!r} (asked for {wanted[key]!r})" for key in wanted
-               if recorded[key] is not None and recorded[key] != wanted[key]]
+    recorded = {
+        "generator": found.get("generator"),
+        "shift_space": found.get("shift_space", "z"),
+    }  # z before SHIFT_SPACE
+    clashes = [
+        f"{key} {recorded[key]!r} (asked for {wanted[key]!r})"
+        for key in wanted
+        if recorded[key] is not None and recorded[key] != wanted[key]
+    ]
     if clashes:
-        raise ValueError(f"{direction_path} was found with {', '.join(clashes)} according to {record}; "
-                         "use the same settings as notebook 03")
+        raise ValueError(
+            f"{direction_path} was found with {', '.join(clashes)} according to {record}; "
+            "use the same settings as notebook 03"
+        )
 
 
 def load_direction(path: str | Path, dim_z: int | None = None) -> Tensor:

@@ -124,7 +124,9 @@ class DiscoveryConfig:
 RESUMABLE_CHANGES = {"steps", "checkpoint_every"}
 
 
-def sample_shifts(n: int, n_directions: int, scale: float, min_shift: float, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+def sample_shifts(
+    n: int, n_directions: int, scale: float, min_shift: float, gen: torch.Generator
+) -> tuple[Tensor, Tensor]:
     """Direction indices uniform over K and magnitudes scale * U(-1, 1) with |eps| >= min_shift."""
     k = torch.randint(n_directions, (n,), generator=gen)
     eps = scale * (2 * torch.rand(n, generator=gen) - 1)
@@ -140,7 +142,9 @@ class DirectionDiscovery:
         self.run_dir, self.config, self.device = Path(run_dir), config, torch.device(device)
         self.G = G.to(self.device).eval().requires_grad_(False)
         torch.manual_seed(config.seed)
-        self.deformator = Deformator(G.dim_z, config.n_directions, config.deformator, config.random_init).to(self.device)
+        self.deformator = Deformator(G.dim_z, config.n_directions, config.deformator, config.random_init).to(
+            self.device
+        )
         self.K = self.deformator.n_directions
         self.reconstructor = Reconstructor(self.K, config.reconstructor_width).to(self.device)
         self.opt_a = torch.optim.Adam(self.deformator.parameters(), lr=config.lr)
@@ -152,9 +156,15 @@ class DirectionDiscovery:
             self._resume()
 
     def _state(self) -> dict[str, Any]:
-        return {"config": asdict(self.config), "step": self.step, "deformator": self.deformator.state_dict(),
-                "reconstructor": self.reconstructor.state_dict(), "opt_a": self.opt_a.state_dict(),
-                "opt_r": self.opt_r.state_dict(), "rng": self.rng.get_state()}
+        return {
+            "config": asdict(self.config),
+            "step": self.step,
+            "deformator": self.deformator.state_dict(),
+            "reconstructor": self.reconstructor.state_dict(),
+            "opt_a": self.opt_a.state_dict(),
+            "opt_r": self.opt_r.state_dict(),
+            "rng": self.rng.get_state(),
+        }
 
     def save_checkpoint(self) -> None:
         """Writes everything needed to resume, atomically."""
@@ -218,8 +228,14 @@ class DirectionDiscovery:
 
 
 @torch.no_grad()
-def pca_directions(G: Generator, n_components: int, layer: str | None = None, n_samples: int = 2000,
-                   batch_size: int = 250, seed: int = 0) -> tuple[Tensor, Tensor]:
+def pca_directions(
+    G: Generator,
+    n_components: int,
+    layer: str | None = None,
+    n_samples: int = 2000,
+    batch_size: int = 250,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor]:
     """GANSpace: PCA of one feature map's activations, transferred to the shift space by least squares
     (z, or w for StyleGAN2 style shifts: ``G.shift_coordinates``).
 

@@ -123,8 +123,10 @@ class HubBigBiGANEncoder:
             import tensorflow as tf
             import tensorflow_hub as hub
         except ImportError as err:
-            raise ImportError('the BigBiGAN encoder needs TensorFlow and tensorflow_hub, which the base install '
-                              'leaves out: pip install -e ".[convert]"') from err
+            raise ImportError(
+                "the BigBiGAN encoder needs TensorFlow and tensorflow_hub, which the base install "
+                'leaves out: pip install -e ".[convert]"'
+            ) from err
         self._tf = tf
         self._module = hub.load(handle)  # keep a reference: the signature does not own the variables
         self._encode = self._module.signatures["encode"]
@@ -174,8 +176,11 @@ def _create(h5_path: Path, names: list[str], attrs: dict[str, str | int]) -> Non
 
 def _check_matches(f: h5py.File, h5_path: Path, names: list[str], attrs: dict[str, str | int]) -> None:
     """Raise EmbeddingsMismatchError unless the file was made from this folder listing with this encoder."""
-    problems = [f"{key}: file has {f.attrs.get(key)!r}, now {value!r}"
-                for key, value in attrs.items() if f.attrs.get(key) != value]
+    problems = [
+        f"{key}: file has {f.attrs.get(key)!r}, now {value!r}"
+        for key, value in attrs.items()
+        if f.attrs.get(key) != value
+    ]
     stored = list(f["names"].asstr()[:])
     if stored != names:
         new, gone = sorted(set(names) - set(stored)), sorted(set(stored) - set(names))
@@ -183,7 +188,9 @@ def _check_matches(f: h5py.File, h5_path: Path, names: list[str], attrs: dict[st
     if problems:
         raise EmbeddingsMismatchError(
             f"{h5_path} holds codes for another folder or encoder, so it is neither resumed nor overwritten:\n  "
-            + "\n  ".join(problems) + "\nPass a new out_path, or delete that file to start over.")
+            + "\n  ".join(problems)
+            + "\nPass a new out_path, or delete that file to start over."
+        )
 
 
 def _open_resumable(h5_path: Path, names: list[str], attrs: dict[str, str | int]) -> h5py.File:
@@ -202,8 +209,9 @@ def _open_resumable(h5_path: Path, names: list[str], attrs: dict[str, str | int]
     return f
 
 
-def _encode_batch(f: h5py.File, folder: Path, names: list[str], rows: np.ndarray,
-                  encoder: Encoder) -> list[tuple[str, str]]:
+def _encode_batch(
+    f: h5py.File, folder: Path, names: list[str], rows: np.ndarray, encoder: Encoder
+) -> list[tuple[str, str]]:
     """Read, encode and store one batch of rows (codes flushed before their status); returns the unreadable ones."""
     images, ok, failures = [], [], []
     status = np.full(len(rows), UNREADABLE, np.uint8)
@@ -218,8 +226,9 @@ def _encode_batch(f: h5py.File, folder: Path, names: list[str], rows: np.ndarray
     if ok:
         z = np.asarray(encoder(np.stack(images)), dtype=np.float32)
         if z.shape != (len(ok), encoder.dim_z):
-            raise ValueError(f"{encoder.description} returned codes of shape {z.shape}, "
-                             f"expected {(len(ok), encoder.dim_z)}")
+            raise ValueError(
+                f"{encoder.description} returned codes of shape {z.shape}, expected {(len(ok), encoder.dim_z)}"
+            )
         f["z"][np.array(ok)] = z
         f.flush()
     f["status"][rows] = status
@@ -227,23 +236,38 @@ def _encode_batch(f: h5py.File, folder: Path, names: list[str], rows: np.ndarray
     return failures
 
 
-def encode_folder(folder: str | os.PathLike[str], encoder: Encoder, out_path: str | os.PathLike[str],
-                  batch_size: int = 32, progress: bool = True) -> EncodeResult:
+def encode_folder(
+    folder: str | os.PathLike[str],
+    encoder: Encoder,
+    out_path: str | os.PathLike[str],
+    batch_size: int = 32,
+    progress: bool = True,
+) -> EncodeResult:
     """Encode every image under `folder` (sorted, recursive) in resumable batches; unreadable files are reported."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     folder = resolve(folder)
     npy_path, h5_path, txt_path = _output_paths(out_path)
     names = [p.relative_to(folder).as_posix() for p in scan_images(folder)]
-    attrs = {"encoder": encoder.description, "input_size": encoder.input_size, "dim_z": encoder.dim_z,
-             "folder": str(folder), "preprocessing": PREPROCESSING}
+    attrs = {
+        "encoder": encoder.description,
+        "input_size": encoder.input_size,
+        "dim_z": encoder.dim_z,
+        "folder": str(folder),
+        "preprocessing": PREPROCESSING,
+    }
     if not h5_path.exists():
         _create(h5_path, names, attrs)
     with _open_resumable(h5_path, names, attrs) as f:
         todo = np.flatnonzero(f["status"][:] != ENCODED)  # unreadable files are tried again
         unreadable: list[tuple[str, str]] = []
-        with tqdm(total=len(names), initial=len(names) - len(todo), unit="img", desc=f"encoding {folder.name}",
-                  disable=not progress) as bar:
+        with tqdm(
+            total=len(names),
+            initial=len(names) - len(todo),
+            unit="img",
+            desc=f"encoding {folder.name}",
+            disable=not progress,
+        ) as bar:
             for start in range(0, len(todo), batch_size):
                 rows = todo[start : start + batch_size]
                 unreadable += _encode_batch(f, folder, names, rows, encoder)
@@ -255,10 +279,12 @@ def encode_folder(folder: str | os.PathLike[str], encoder: Encoder, out_path: st
     write_text(txt_path, "".join(f"{name}\t{' '.join(reason.split())}\n" for name, reason in unreadable))
     if unreadable:
         listing = UnreadableFilesError([(Path(name), reason) for name, reason in unreadable])
-        warnings.warn(f"{folder}: {listing}\nThese files have no code in {npy_path} (listed in {txt_path}).",
-                      UnreadableImagesWarning, stacklevel=2)
-    return EncodeResult([n for n, ok in zip(names, encoded) if ok], z[encoded], unreadable,
-                        npy_path, h5_path, txt_path)
+        warnings.warn(
+            f"{folder}: {listing}\nThese files have no code in {npy_path} (listed in {txt_path}).",
+            UnreadableImagesWarning,
+            stacklevel=2,
+        )
+    return EncodeResult([n for n, ok in zip(names, encoded) if ok], z[encoded], unreadable, npy_path, h5_path, txt_path)
 
 
 @torch.no_grad()

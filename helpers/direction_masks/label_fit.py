@@ -13,8 +13,18 @@ from helpers.direction_masks.synthesis import gray
 from helpers.gans.base import Generator
 
 
-def fit_direction(G: Generator, z: Tensor, masks: Tensor, magnitude: float, steps: int = 300, batch_size: int = 32,
-                  lr: float = 0.05, sharpness: float = 20.0, seed: int = 0, progress: bool = True) -> Tensor:
+def fit_direction(
+    G: Generator,
+    z: Tensor,
+    masks: Tensor,
+    magnitude: float,
+    steps: int = 300,
+    batch_size: int = 32,
+    lr: float = 0.05,
+    sharpness: float = 20.0,
+    seed: int = 0,
+    progress: bool = True,
+) -> Tensor:
     """A unit direction fitted *with labels*: object pixels of ``masks`` [N, H, W] should get lighter in
     G(z + r h) and the rest darker (the LIGHTING rule), scored by the balanced soft fraction of pixels that do.
 

@@ -77,8 +77,16 @@ def _pairs(G: Generator, z: Tensor, shifts: Tensor, batch_size: int = 64) -> tup
     return _rendered(G, z, None, batch_size), torch.stack([_rendered(G, z, s, batch_size) for s in shifts])
 
 
-def two_map_scores(G: Generator, shifts: Tensor, n_latents: int = 64, train_steps: int = 200, test_batches: int = 5,
-                   batch: int = 4, lr: float = 5e-3, seed: int = 0) -> dict[str, Tensor]:
+def two_map_scores(
+    G: Generator,
+    shifts: Tensor,
+    n_latents: int = 64,
+    train_steps: int = 200,
+    test_batches: int = 5,
+    batch: int = 4,
+    lr: float = 5e-3,
+    seed: int = 0,
+) -> dict[str, Tensor]:
     """The reference background score of each latent shift (rows of ``shifts``, magnitude included).
 
     Returns ``score`` (mean test residual, lower = better explained by two recolourings), ``change``
@@ -102,14 +110,23 @@ def two_map_scores(G: Generator, shifts: Tensor, n_latents: int = 64, train_step
         opt.step()
     with torch.no_grad():
         test = torch.randint(N, (test_batches, batch), generator=gen)
-        score = torch.stack([scorer(_pixels(base[i]).expand(D, -1, -1), torch.stack([_pixels(s[i]) for s in shifted]))[0].mean(1)
-                             for i in test]).mean(0)
+        score = torch.stack(
+            [
+                scorer(_pixels(base[i]).expand(D, -1, -1), torch.stack([_pixels(s[i]) for s in shifted]))[0].mean(1)
+                for i in test
+            ]
+        ).mean(0)
         change = (shifted - base).norm(dim=2).mean((1, 2, 3))
         H, W = base.shape[-2:]
         masks = torch.stack([_choice(scorer, d, base, s) for d, s in enumerate(shifted)]).view(D, N, H, W)
         delta = gray(shifted.flatten(0, 1)).view(D, N, H, W) - gray(base)[None]
-    return {"score": score.cpu(), "change": change.cpu(), "relative": (score / change.clamp_min(1e-8)).cpu(),
-            "masks": masks.cpu(), "delta_gray": delta.cpu()}
+    return {
+        "score": score.cpu(),
+        "change": change.cpu(),
+        "relative": (score / change.clamp_min(1e-8)).cpu(),
+        "masks": masks.cpu(),
+        "delta_gray": delta.cpu(),
+    }
 
 
 def _choice(scorer: TwoMapScorer, d: int, base: Tensor, shifted: Tensor) -> Tensor:
@@ -133,8 +150,9 @@ def orient(masks: Tensor, delta_gray: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 @torch.no_grad()
-def image_consistency(G: Generator, shifts: Tensor, n_latents: int = 64, seed: int = 0,
-                      progress: bool = False) -> tuple[Tensor, Tensor]:
+def image_consistency(
+    G: Generator, shifts: Tensor, n_latents: int = 64, seed: int = 0, progress: bool = False
+) -> tuple[Tensor, Tensor]:
     """Per latent shift [D, dim_z]: how well the image itself explains its masks, and the filters' pass rate.
 
     The masks are the reference rules' (LIGHTING, components, area and maxes filters) on ``n_latents``
@@ -162,10 +180,19 @@ def image_consistency(G: Generator, shifts: Tensor, n_latents: int = 64, seed: i
 RANKINGS = ("relative", "consistency")
 
 
-def rank_directions(G: Generator, directions: Tensor, magnitude: float, min_fraction: float = 0.02,
-                    max_fraction: float = 0.5, by: str = "relative", min_kept: float = 0.1,
-                    consistency_latents: int = 256, seed: int = 0, progress: bool = False,
-                    **score_kwargs: Any) -> list[dict[str, float]]:
+def rank_directions(
+    G: Generator,
+    directions: Tensor,
+    magnitude: float,
+    min_fraction: float = 0.02,
+    max_fraction: float = 0.5,
+    by: str = "relative",
+    min_kept: float = 0.1,
+    consistency_latents: int = 256,
+    seed: int = 0,
+    progress: bool = False,
+    **score_kwargs: Any,
+) -> list[dict[str, float]]:
     """Scores unit ``directions`` [K, dim_z] at ``magnitude`` and ranks them, best background direction first.
 
     Candidates whose object cluster covers between ``min_fraction`` and ``max_fraction`` of the pixels are
@@ -181,16 +208,23 @@ def rank_directions(G: Generator, directions: Tensor, magnitude: float, min_frac
     result = two_map_scores(G, magnitude * directions, seed=seed, **score_kwargs)
     frac, contrast, sign = orient(result["masks"], result["delta_gray"])
     rows = [
-        {"index": k, "score": result["score"][k].item(), "change": result["change"][k].item(),
-         "relative": result["relative"][k].item(), "object_fraction": frac[k].item(),
-         "contrast": contrast[k].item(), "sign": sign[k].item(),
-         "plausible": bool(min_fraction <= frac[k] <= max_fraction)}
+        {
+            "index": k,
+            "score": result["score"][k].item(),
+            "change": result["change"][k].item(),
+            "relative": result["relative"][k].item(),
+            "object_fraction": frac[k].item(),
+            "contrast": contrast[k].item(),
+            "sign": sign[k].item(),
+            "plausible": bool(min_fraction <= frac[k] <= max_fraction),
+        }
         for k in range(len(directions))
     ]
     if by == "relative":
         return sorted(rows, key=lambda r: (not r["plausible"], r["relative"]))
-    consistency, kept = image_consistency(G, magnitude * sign[:, None].to(directions) * directions,
-                                          consistency_latents, seed, progress)
+    consistency, kept = image_consistency(
+        G, magnitude * sign[:, None].to(directions) * directions, consistency_latents, seed, progress
+    )
     for row, c, k in zip(rows, consistency.tolist(), kept.tolist()):
         row.update(consistency=c, kept=k, plausible=row["plausible"] and k >= min_kept)
     return sorted(rows, key=lambda r: (not r["plausible"], -r["consistency"], -r["kept"]))
@@ -207,8 +241,9 @@ def choose(ranking: list[dict[str, Any]], name: str = "") -> dict[str, Any]:
 
 
 @torch.no_grad()
-def shift_strips(G: Generator, direction: Tensor, magnitudes: list[float], n_rows: int, seed: int = 0,
-                 mask_magnitude: float = 5.0) -> np.ndarray:
+def shift_strips(
+    G: Generator, direction: Tensor, magnitudes: list[float], n_rows: int, seed: int = 0, mask_magnitude: float = 5.0
+) -> np.ndarray:
     """Rows of G(z + r h) for each r in ``magnitudes``, then the lighting mask at ``mask_magnitude``.
 
     Returns uint8 images [n_rows * (len(magnitudes) + 1), H, W, 3] in row-major order, ready for a grid.
@@ -218,7 +253,9 @@ def shift_strips(G: Generator, direction: Tensor, magnitudes: list[float], n_row
     h = direction.reshape(1, -1).to(z.device)
     seeds = list(range(seed, seed + n_rows))  # one noise seed per row, shared by the row's images
     columns = [G.render_shifted(z, r * h, seeds) for r in magnitudes]
-    mask = raw_masks(G.render(z, seeds), G.render_shifted(z, mask_magnitude * h, seeds), "lighting").float().mul(2).sub(1)
+    mask = (
+        raw_masks(G.render(z, seeds), G.render_shifted(z, mask_magnitude * h, seeds), "lighting").float().mul(2).sub(1)
+    )
     columns.append(mask[:, None].expand(-1, 3, -1, -1))
     images = torch.stack(columns, 1).flatten(0, 1)
     return to_uint8(images)

@@ -44,8 +44,7 @@ def count_maxima_single(image: Tensor) -> int:
     smooth = F.conv1d(stats[None, None], kernel, padding=1)[0, 0].tolist()
     last = len(smooth) - 1
     return sum(
-        (i == 0 or smooth[i] >= smooth[i - 1]) and (i == last or smooth[i] >= smooth[i + 1])
-        for i in range(len(smooth))
+        (i == 0 or smooth[i] >= smooth[i - 1]) and (i == last or smooth[i] >= smooth[i + 1]) for i in range(len(smooth))
     )
 
 
@@ -75,9 +74,7 @@ def apply_rules_per_image(images: Tensor, shifted: Tensor, rules: MaskRules = Ma
 
 
 @torch.no_grad()
-def synthesize_per_image(
-    G: Generator, z: Tensor, direction: Tensor, rules: MaskRules = MaskRules()
-) -> SynthesisResult:
+def synthesize_per_image(G: Generator, z: Tensor, direction: Tensor, rules: MaskRules = MaskRules()) -> SynthesisResult:
     """The literal reference procedure, one sample at a time; kept as a correctness and speed baseline.
 
     Per sample: ``G(z_i)`` and ``G(z_i + r h)`` as two forwards (same noise seed), then `rules_single`: the mask,

@@ -26,8 +26,15 @@ class TeacherPairs:
     `helpers.segmentation.write_shards` can resume it.
     """
 
-    def __init__(self, G: Generator, teacher: nn.Module, rules: MaskRules = MaskRules(), seed: int = 0,
-                 draw: int = 256, max_tries: int = 100):
+    def __init__(
+        self,
+        G: Generator,
+        teacher: nn.Module,
+        rules: MaskRules = MaskRules(),
+        seed: int = 0,
+        draw: int = 256,
+        max_tries: int = 100,
+    ):
         require_eval(G)
         self.G, self.teacher, self.rules, self.seed = G, teacher, rules, seed
         self.draw, self.max_tries = draw, max_tries
@@ -38,8 +45,12 @@ class TeacherPairs:
         """G(z) and the filtered teacher masks of latents z [B, dim_z] (sample i's generator noise from noise_seeds[i])."""
         z = z.to(self.G.device)
         chunk = forward_chunk(self.G, len(z))
-        images = torch.cat([self.G.render(part, noise_seeds[i : i + chunk])
-                            for i, part in zip(range(0, len(z), chunk), z.split(chunk))])
+        images = torch.cat(
+            [
+                self.G.render(part, noise_seeds[i : i + chunk])
+                for i, part in zip(range(0, len(z), chunk), z.split(chunk))
+            ]
+        )
         # the teacher sees the images as stored in the shards (uint8), as it saw its own training pairs
         masks = predict_proba(self.teacher, images_to_input(to_uint8(images)), batch_size=64) >= 0.5
         return filter_masks(images, masks.to(images.device), self.rules)
@@ -64,7 +75,12 @@ class TeacherPairs:
         self.n_generated += generated
         self.n_kept += count
         if count < n:
-            raise RuntimeError(f"self-training kept {count} of the {n} pairs needed after {generated} generated images: "
-                               f"the teacher's masks fail the filters ({self.rules})")
-        return {"images": np.concatenate(images)[:n], "masks": np.concatenate(masks)[:n],
-                "z": np.concatenate(latents)[:n].astype(np.float32)}
+            raise RuntimeError(
+                f"self-training kept {count} of the {n} pairs needed after {generated} generated images: "
+                f"the teacher's masks fail the filters ({self.rules})"
+            )
+        return {
+            "images": np.concatenate(images)[:n],
+            "masks": np.concatenate(masks)[:n],
+            "z": np.concatenate(latents)[:n].astype(np.float32),
+        }

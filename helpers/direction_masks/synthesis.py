@@ -235,8 +235,9 @@ def apply_rules(images: Tensor, shifted: Tensor, rules: MaskRules = MaskRules())
     return filter_masks(images, raw_masks(images, shifted, rules.rule), rules, bimodal)
 
 
-def filter_masks(images: Tensor, masks: Tensor, rules: MaskRules = MaskRules(),
-                 bimodal: Tensor | None = None) -> SynthesisResult:
+def filter_masks(
+    images: Tensor, masks: Tensor, rules: MaskRules = MaskRules(), bimodal: Tensor | None = None
+) -> SynthesisResult:
     """The mask filters of ``rules`` on masks [B, H, W] of ``images`` [B, 3, H, W], from a shift or from elsewhere
     (a segmentation model's, for self-training): components, area, then refinement and the consistency and
     border filters. ``bimodal`` is the maxes filter's verdict, which needs the shifted images (None: all pass)."""
@@ -303,8 +304,9 @@ class MaskSynthesizer:
             raise ValueError(f"embeddings must have shape [N >= 1, {G.dim_z}], got {list(embeddings.shape)}")
         self.G = G
         self.direction = as_direction(direction, G.dim_z)
-        self.rules = MaskRules(r, rule, max_fraction, maxes_filter, connected_components, refine, min_consistency,
-                               max_border)
+        self.rules = MaskRules(
+            r, rule, max_fraction, maxes_filter, connected_components, refine, min_consistency, max_border
+        )
         self.embeddings = embeddings
         self.z_noise = z_noise
         self.batch_size = batch_size
@@ -357,10 +359,18 @@ class MaskSynthesizer:
                 f"({generated} latents): the area filter (foreground fraction < {self.rules.max_fraction}) "
                 f"rejected {rejected_area}, the maxes filter (>= {MIN_MAXIMA} histogram maxima) "
                 f"rejected {rejected_maxes}"
-                + (f", the consistency filter (IoU with the GrabCut re-fit >= {self.rules.min_consistency}) "
-                   f"rejected {rejected_consistency}" if self.rules.min_consistency > 0 else "")
-                + (f", the border filter (mask on <= {self.rules.max_border} of the image frame) "
-                   f"rejected {rejected_border}" if self.rules.max_border < 1 else "")
+                + (
+                    f", the consistency filter (IoU with the GrabCut re-fit >= {self.rules.min_consistency}) "
+                    f"rejected {rejected_consistency}"
+                    if self.rules.min_consistency > 0
+                    else ""
+                )
+                + (
+                    f", the border filter (mask on <= {self.rules.max_border} of the image frame) "
+                    f"rejected {rejected_border}"
+                    if self.rules.max_border < 1
+                    else ""
+                )
             )
         return SyntheticBatch(*(torch.cat(parts)[:n] for parts in zip(*kept)))
 
@@ -382,8 +392,7 @@ class MaskSynthesizer:
     def shard(self, shard_index: int, n: int) -> dict[str, np.ndarray]:
         """``n`` pairs for HDF5 shard ``shard_index`` (uint8 images and masks, float32 z), repeatable per shard."""
         images, masks, z = self.batch_at(shard_index, n)
-        return {"images": to_uint8(images),
-                "masks": masks.byte().cpu().numpy(), "z": z.float().cpu().numpy()}
+        return {"images": to_uint8(images), "masks": masks.byte().cpu().numpy(), "z": z.float().cpu().numpy()}
 
     def __iter__(self) -> Iterator[SyntheticBatch]:
         """An endless stream of batches of the default size."""

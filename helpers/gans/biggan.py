@@ -102,7 +102,9 @@ class OutputBN(nn.Module):
         self.register_buffer("stored_var", torch.ones(channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.batch_norm(x, self.stored_mean, self.stored_var, self.gain, self.bias, self.training, self.momentum, self.eps)
+        return F.batch_norm(
+            x, self.stored_mean, self.stored_var, self.gain, self.bias, self.training, self.momentum, self.eps
+        )
 
 
 class GBlock(nn.Module):
@@ -169,10 +171,19 @@ class BigGAN(Generator):
             if res not in block_res:
                 raise ValueError(f"attention at {res} px: blocks output {block_res} px at resolution {resolution}")
             if c_out[block_res.index(res)] < 8:
-                raise ValueError(f"attention at {res} px needs >= 8 channels there; ch={ch} gives {c_out[block_res.index(res)]}")
+                raise ValueError(
+                    f"attention at {res} px needs >= 8 channels there; ch={ch} gives {c_out[block_res.index(res)]}"
+                )
         self.config: dict[str, Any] = dict(
-            resolution=resolution, ch=ch, dim_z=dim_z, shared_dim=shared_dim, n_classes=n_classes,
-            attention=list(attention), bn_eps=bn_eps, sn_eps=sn_eps, output_bn_eps=output_bn_eps,
+            resolution=resolution,
+            ch=ch,
+            dim_z=dim_z,
+            shared_dim=shared_dim,
+            n_classes=n_classes,
+            attention=list(attention),
+            bn_eps=bn_eps,
+            sn_eps=sn_eps,
+            output_bn_eps=output_bn_eps,
         )
         self.dim_z, self.resolution = dim_z, resolution
         self.chunk = dim_z // n_slots
@@ -185,7 +196,9 @@ class BigGAN(Generator):
                 block.append(Attention(cout, sn_eps))
             blocks.append(nn.ModuleList(block))
         self.blocks = nn.ModuleList(blocks)
-        self.output_layer = nn.Sequential(OutputBN(c_out[-1], output_bn_eps), nn.ReLU(), SNConv2d(c_out[-1], 3, 3, eps=sn_eps))
+        self.output_layer = nn.Sequential(
+            OutputBN(c_out[-1], output_bn_eps), nn.ReLU(), SNConv2d(c_out[-1], 3, 3, eps=sn_eps)
+        )
 
     @classmethod
     def bigbigan(cls) -> BigGAN:

@@ -82,8 +82,12 @@ def infer_biggan_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     ch = state["output_layer.0.gain"].shape[0] // ARCH[resolution][1][-1]
     attention = [BOTTOM_WIDTH * 2 ** (i + 1) for i in range(n_blocks) if f"blocks.{i}.1.gamma" in state]
     return dict(
-        resolution=resolution, ch=ch, dim_z=chunk * (n_blocks + 1), shared_dim=shared_dim,
-        n_classes=n_classes, attention=attention,
+        resolution=resolution,
+        ch=ch,
+        dim_z=chunk * (n_blocks + 1),
+        shared_dim=shared_dim,
+        n_classes=n_classes,
+        attention=attention,
     )
 
 

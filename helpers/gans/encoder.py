@@ -53,7 +53,9 @@ class LatentEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-2:] != (self.resolution, self.resolution):
-            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", antialias=True, align_corners=False)
+            x = F.interpolate(
+                x, size=(self.resolution, self.resolution), mode="bilinear", antialias=True, align_corners=False
+            )
         return self.head(self.blocks(self.stem(x)).flatten(1))
 
 
@@ -80,8 +82,14 @@ def train_encoder(
     opt = torch.optim.Adam(encoder.parameters(), lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     gen = torch.Generator().manual_seed(seed)
-    settings = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "encoder": encoder.config,
-                "generator": weights_fingerprint(generator)}
+    settings = {
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "encoder": encoder.config,
+        "generator": weights_fingerprint(generator),
+    }
     losses: list[float] = []
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     checkpoint = None if run_dir is None else Path(run_dir) / f"encoder_{key}.pt"
@@ -95,11 +103,21 @@ def train_encoder(
 
     def save() -> None:
         if checkpoint is not None:
-            save_torch({"settings": settings, "encoder": encoder.state_dict(), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "rng": gen.get_state(), "losses": losses}, checkpoint)
+            save_torch(
+                {
+                    "settings": settings,
+                    "encoder": encoder.state_dict(),
+                    "opt": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "rng": gen.get_state(),
+                    "losses": losses,
+                },
+                checkpoint,
+            )
 
-    for _ in tqdm(range(len(losses), steps), desc="training encoder", initial=len(losses), total=steps,
-                  disable=not progress):
+    for _ in tqdm(
+        range(len(losses), steps), desc="training encoder", initial=len(losses), total=steps, disable=not progress
+    ):
         z = torch.randn(batch_size, generator.dim_z, generator=gen).to(generator.device)
         with torch.no_grad():
             x = generator(z)

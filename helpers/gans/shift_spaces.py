@@ -40,7 +40,7 @@ class StyleShifts(Generator):
         self.G, self.from_resolution = G, resolution
         self.dim_z, self.resolution, self.config = G.dim_z, G.resolution, G.config
         layers = torch.zeros(G.n_styles, 1)
-        layers[first_style(G, resolution):] = 1
+        layers[first_style(G, resolution) :] = 1
         self.register_buffer("layers", layers.to(G.device), persistent=False)
         with torch.no_grad():
             spread = torch.cat([G.styles(z) for z in G.sample_z(n_spread, seed).split(1024)]).std(0).mean()

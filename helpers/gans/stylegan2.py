@@ -113,8 +113,9 @@ class Upscale2x(FirKernel):
 class ModulatedConv(nn.Module):
     """Modulated (and optionally demodulated, ×2-upsampling) conv; the style scales the input channels."""
 
-    def __init__(self, c_in: int, c_out: int, kernel_size: int, dim_w: int, demodulate: bool = True,
-                 upsample: bool = False):
+    def __init__(
+        self, c_in: int, c_out: int, kernel_size: int, dim_w: int, demodulate: bool = True, upsample: bool = False
+    ):
         super().__init__()
         self.weight_orig = nn.Parameter(torch.randn(c_out, c_in, kernel_size, kernel_size))
         self.affine = Affine(c_in, dim_w)
@@ -208,16 +209,31 @@ def stylegan2_channels(resolution: int, fmap_base: int, fmap_max: int) -> list[i
 class StyleGAN2(Generator):
     """StyleGAN2 generator with skip ToRGBs; ``features`` are each block's output after its last activation."""
 
-    def __init__(self, resolution: int, dim_z: int = 512, n_mlp: int = 8, fmap_base: int = 16384,
-                 fmap_max: int = 512, truncation_psi: float = 0.5, lr_mul: float = 0.01):
+    def __init__(
+        self,
+        resolution: int,
+        dim_z: int = 512,
+        n_mlp: int = 8,
+        fmap_base: int = 16384,
+        fmap_max: int = 512,
+        truncation_psi: float = 0.5,
+        lr_mul: float = 0.01,
+    ):
         super().__init__()
         if resolution < 8 or resolution & (resolution - 1):
             raise ValueError(f"resolution must be a power of 2 >= 8, got {resolution}")
         channels = stylegan2_channels(resolution, fmap_base, fmap_max)
         if min(channels) < 1:
             raise ValueError(f"fmap_base={fmap_base} gives zero channels at {resolution} px")
-        self.config = dict(resolution=resolution, dim_z=dim_z, n_mlp=n_mlp, fmap_base=fmap_base,
-                           fmap_max=fmap_max, truncation_psi=truncation_psi, lr_mul=lr_mul)
+        self.config = dict(
+            resolution=resolution,
+            dim_z=dim_z,
+            n_mlp=n_mlp,
+            fmap_base=fmap_base,
+            fmap_max=fmap_max,
+            truncation_psi=truncation_psi,
+            lr_mul=lr_mul,
+        )
         self.resolution, self.dim_z, self.channels = resolution, dim_z, channels
         self.n_styles, self.n_noises = 2 * len(channels), 2 * len(channels) - 1
 
@@ -262,16 +278,17 @@ class StyleGAN2(Generator):
             if len(noise_seed) != batch:
                 raise ValueError(f"{len(noise_seed)} noise seeds for a batch of {batch}")
             gens, per_gen = [torch.Generator().manual_seed(int(s)) for s in noise_seed], 1
-        return [torch.cat([torch.randn(per_gen, 1, s, s, generator=g) for g in gens]).to(device, dtype)
-                for s in sizes]
+        return [torch.cat([torch.randn(per_gen, 1, s, s, generator=g) for g in gens]).to(device, dtype) for s in sizes]
 
-    def _synthesize(self, ws: Tensor, noise: Sequence[Tensor], keep: bool,
-                    inject: tuple[int, Tensor] | None = None) -> tuple[Tensor, OrderedDict]:
+    def _synthesize(
+        self, ws: Tensor, noise: Sequence[Tensor], keep: bool, inject: tuple[int, Tensor] | None = None
+    ) -> tuple[Tensor, OrderedDict]:
         if ws.dim() == 2:
             ws = ws.unsqueeze(1).expand(-1, self.n_styles, -1)
         if ws.shape[1] != self.n_styles or len(noise) != self.n_noises:
-            raise ValueError(f"need {self.n_styles} styles and {self.n_noises} noise maps, "
-                             f"got {ws.shape[1]} and {len(noise)}")
+            raise ValueError(
+                f"need {self.n_styles} styles and {self.n_noises} noise maps, got {ws.shape[1]} and {len(noise)}"
+            )
         x = self.constant_tensor.expand(ws.shape[0], -1, -1, -1)
         image, features = None, OrderedDict()
         for k, (block, to_rgb) in enumerate(zip(self.blocks, self.to_rgbs)):
@@ -302,8 +319,13 @@ class StyleGAN2(Generator):
             raise ValueError("pass noise_seed or noise, not both")
         return noise if noise is not None else self.make_noise(z.shape[0], noise_seed)
 
-    def forward(self, z: Tensor, noise_seed: NoiseSeed = None, truncation: float | None = None,
-                noise: Sequence[Tensor] | None = None) -> Tensor:
+    def forward(
+        self,
+        z: Tensor,
+        noise_seed: NoiseSeed = None,
+        truncation: float | None = None,
+        noise: Sequence[Tensor] | None = None,
+    ) -> Tensor:
         """Image [B, 3, R, R] (no tanh; clamped to [-1, 1] in eval mode); noise from noise_seed or given."""
         return self.synthesis(self.styles(z, truncation), self._noise(z, noise_seed, noise))
 
@@ -316,13 +338,25 @@ class StyleGAN2(Generator):
         noise = [torch.cat([n, n]) for n in self.make_noise(z.shape[0])]
         return self(torch.cat([z, z + shift]), noise=noise).chunk(2)
 
-    def features(self, z: Tensor, noise_seed: NoiseSeed = None, truncation: float | None = None,
-                 noise: Sequence[Tensor] | None = None) -> OrderedDict[str, Tensor]:
+    def features(
+        self,
+        z: Tensor,
+        noise_seed: NoiseSeed = None,
+        truncation: float | None = None,
+        noise: Sequence[Tensor] | None = None,
+    ) -> OrderedDict[str, Tensor]:
         """Block outputs res4 … resR (after the block's second activation), then "image"."""
         return self.synthesis_features(self.styles(z, truncation), self._noise(z, noise_seed, noise))
 
-    def synthesis_from(self, name: str, x: Tensor, z: Tensor, noise_seed: NoiseSeed = None,
-                       truncation: float | None = None, noise: Sequence[Tensor] | None = None) -> Tensor:
+    def synthesis_from(
+        self,
+        name: str,
+        x: Tensor,
+        z: Tensor,
+        noise_seed: NoiseSeed = None,
+        truncation: float | None = None,
+        noise: Sequence[Tensor] | None = None,
+    ) -> Tensor:
         """The image G(z) gives when block output ``name`` is replaced by ``x`` (re-injection).
 
         The injected map goes through its own ToRGB and every later block; the RGB skip of the earlier
@@ -347,16 +381,18 @@ class StyleGAN2(Generator):
         return {"netGA": state, "latent_avg": self.latent_avg.detach().cpu()}
 
     @classmethod
-    def from_checkpoint(cls, obj: Mapping[str, Any], source: str = "checkpoint",
-                        truncation_psi: float = 0.5) -> StyleGAN2:
+    def from_checkpoint(
+        cls, obj: Mapping[str, Any], source: str = "checkpoint", truncation_psi: float = 0.5
+    ) -> StyleGAN2:
         """Model in eval mode from SAIC {'netGA', 'latent_avg'} or rosinality {'g_ema', ...}, loaded strictly."""
         if "netGA" in obj:
             state = dict(obj["netGA"])
         elif "g_ema" in obj:
             state = rosinality_to_saic(obj["g_ema"])[0]
         else:
-            raise CheckpointMismatchError(f"{source} has neither 'netGA' (SAIC) nor 'g_ema' (rosinality): "
-                                          f"{sorted(obj)[:10]}")
+            raise CheckpointMismatchError(
+                f"{source} has neither 'netGA' (SAIC) nor 'g_ema' (rosinality): {sorted(obj)[:10]}"
+            )
         model = cls(**infer_config(state, source), truncation_psi=truncation_psi)
         load_strict(model, state, source)
         avg = None if obj.get("latent_avg") is None else torch.as_tensor(obj["latent_avg"])
@@ -364,8 +400,9 @@ class StyleGAN2(Generator):
             warnings.warn(f"{source} has no latent_avg; estimating it from 4096 samples of mapping(z)")
             model.estimate_latent_avg()
         elif avg.numel() != model.dim_z:
-            raise CheckpointMismatchError(f"{source}: latent_avg has shape {tuple(avg.shape)}, "
-                                          f"expected ({model.dim_z},)")
+            raise CheckpointMismatchError(
+                f"{source}: latent_avg has shape {tuple(avg.shape)}, expected ({model.dim_z},)"
+            )
         else:
             model.latent_avg.copy_(avg.reshape(-1))
         return model.eval()
@@ -381,11 +418,17 @@ def infer_config(state: Mapping[str, Tensor], source: str = "checkpoint") -> dic
     needed = ["mapping.1.weight_orig"] + [f"blocks.{k}.bias_act2.bias" for k in range(n_blocks)]
     missing = [k for k in needed if k not in state]
     if n_blocks < 2 or missing:
-        raise CheckpointMismatchError(f"{source}: cannot infer the StyleGAN2 configuration; "
-                                      f"{n_blocks} blocks, missing {missing}")
+        raise CheckpointMismatchError(
+            f"{source}: cannot infer the StyleGAN2 configuration; {n_blocks} blocks, missing {missing}"
+        )
     channels = [state[f"blocks.{k}.bias_act2.bias"].shape[0] for k in range(n_blocks)]
     fmap_max = channels[0]
     narrower = [(r, c) for r, c in enumerate(channels, start=2) if c < fmap_max]
     fmap_base = narrower[0][1] * 2 ** (narrower[0][0] - 1) if narrower else fmap_max * 2 ** len(channels)
-    return dict(resolution=2 ** (n_blocks + 1), dim_z=state["mapping.1.weight_orig"].shape[1],
-                n_mlp=(_max_index(state, "mapping") + 1) // 2, fmap_base=fmap_base, fmap_max=fmap_max)
+    return dict(
+        resolution=2 ** (n_blocks + 1),
+        dim_z=state["mapping.1.weight_orig"].shape[1],
+        n_mlp=(_max_index(state, "mapping") + 1) // 2,
+        fmap_base=fmap_base,
+        fmap_max=fmap_max,
+    )

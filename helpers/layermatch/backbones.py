@@ -73,8 +73,13 @@ class BasicBlock(nn.Module):
 class ResNetBackbone(nn.Module):
     """Stem + four BasicBlock stages; ``forward`` gives the five feature maps named in STAGES (default stem: small)."""
 
-    def __init__(self, width: int = 64, depths: tuple[int, ...] | list[int] = (2, 2, 2, 2), stem: str = "small",
-                 in_channels: int = 3):
+    def __init__(
+        self,
+        width: int = 64,
+        depths: tuple[int, ...] | list[int] = (2, 2, 2, 2),
+        stem: str = "small",
+        in_channels: int = 3,
+    ):
         super().__init__()
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
@@ -82,13 +87,15 @@ class ResNetBackbone(nn.Module):
             raise ValueError(f"need four stage depths >= 1 and width >= 1, got depths={depths}, width={width}")
         self.config: dict[str, Any] = dict(width=width, depths=list(depths), stem=stem, in_channels=in_channels)
         if stem == "imagenet":
-            self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width),
-                                      nn.ReLU(inplace=True))
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+            )
             self.pool: nn.Module = nn.MaxPool2d(3, 2, 1)
             first_stride, self.strides = 1, [2, 4, 8, 16, 32]
         else:
-            self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
-                                      nn.ReLU(inplace=True))
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+            )
             self.pool = nn.Identity()
             first_stride, self.strides = 2, [1, 2, 4, 8, 16]
         self.channels = [width] + [width * m for m in (1, 2, 4, 8)]
@@ -96,8 +103,11 @@ class ResNetBackbone(nn.Module):
         for i, depth in enumerate(depths):
             c_in, c_out = self.channels[i], self.channels[i + 1]
             stride = first_stride if i == 0 else 2
-            self.stages.append(nn.Sequential(*[BasicBlock(c_in if j == 0 else c_out, c_out, stride if j == 0 else 1)
-                                               for j in range(depth)]))
+            self.stages.append(
+                nn.Sequential(
+                    *[BasicBlock(c_in if j == 0 else c_out, c_out, stride if j == 0 else 1) for j in range(depth)]
+                )
+            )
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

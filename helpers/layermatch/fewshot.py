@@ -54,13 +54,23 @@ class BinaryTargets:
 
 def finetune_settings(steps: int, lr: float, seed: int) -> SegmentationSettings:
     """The few-label schedule: Adam at ``lr``, 5x lower for the last quarter of the steps, a checkpoint halfway."""
-    return SegmentationSettings(steps=steps, lr=lr, lr_step=max(1, steps * 3 // 4), lr_gamma=0.2,
-                                checkpoint_every=max(1, steps // 2), seed=seed)
+    return SegmentationSettings(
+        steps=steps, lr=lr, lr_step=max(1, steps * 3 // 4), lr_gamma=0.2, checkpoint_every=max(1, steps // 2), seed=seed
+    )
 
 
-def finetune_and_evaluate(run_dir: str | os.PathLike, model: nn.Module, images: np.ndarray, labels: np.ndarray,
-                          eval_images: np.ndarray, eval_gt: np.ndarray, settings: SegmentationSettings,
-                          batch_size: int, device: torch.device | str = "cpu", progress: bool = False) -> dict[str, float]:
+def finetune_and_evaluate(
+    run_dir: str | os.PathLike,
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    eval_images: np.ndarray,
+    eval_gt: np.ndarray,
+    settings: SegmentationSettings,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> dict[str, float]:
     """Fine-tunes ``model`` on uint8 ``images`` with ``labels > 0`` (resumably, in ``run_dir``), then scores it.
 
     Returns `evaluate_arrays` on ``eval_images`` / bool ``eval_gt``, read from the cache when the run was
@@ -90,7 +100,10 @@ def summarise(records: Iterable[Mapping[str, Any]], metric: str = "iou") -> dict
         summary[arm] = {}
         for k in sorted(per_k):
             values = [v for _, v in sorted(per_k[k])]
-            summary[arm][str(k)] = {"mean": float(np.mean(values)),
-                                    "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                                    "n": len(values), "values": values}
+            summary[arm][str(k)] = {
+                "mean": float(np.mean(values)),
+                "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                "n": len(values),
+                "values": values,
+            }
     return summary

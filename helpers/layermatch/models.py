@@ -29,8 +29,11 @@ class UNetDecoder(nn.Module):
         self.blocks = nn.ModuleList()
         c = channels[-1]
         for skip in reversed(channels[:-1]):
-            self.blocks.append(nn.Sequential(nn.Conv2d(c + skip, skip, 3, padding=1, bias=False),
-                                             nn.BatchNorm2d(skip), nn.ReLU(inplace=True)))
+            self.blocks.append(
+                nn.Sequential(
+                    nn.Conv2d(c + skip, skip, 3, padding=1, bias=False), nn.BatchNorm2d(skip), nn.ReLU(inplace=True)
+                )
+            )
             c = skip
         self.classifier = nn.Conv2d(c, n_classes, 1)
 
@@ -58,19 +61,30 @@ class SegmentationModel(nn.Module):
         return logits
 
 
-def build_segmentation_model(n_classes: int, backbone: str | os.PathLike | None = None,
-                             backbone_config: dict[str, Any] | None = None, seed: int = 0) -> SegmentationModel:
+def build_segmentation_model(
+    n_classes: int,
+    backbone: str | os.PathLike | None = None,
+    backbone_config: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> SegmentationModel:
     """A segmentation model on a saved backbone, or a random one (``backbone`` None); decoder init from seed only."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        encoder = (ResNetBackbone(**{**DEFAULT_BACKBONE, **(backbone_config or {})}) if backbone is None
-                   else load_backbone(backbone))
+        encoder = (
+            ResNetBackbone(**{**DEFAULT_BACKBONE, **(backbone_config or {})})
+            if backbone is None
+            else load_backbone(backbone)
+        )
         torch.manual_seed(seed + 1)
         return SegmentationModel(encoder, n_classes)
 
 
-def comparison_models(n_classes: int, arms: Mapping[str, str | os.PathLike | None],
-                      backbone_config: dict[str, Any] | None = None, seed: int = 0) -> dict[str, SegmentationModel]:
+def comparison_models(
+    n_classes: int,
+    arms: Mapping[str, str | os.PathLike | None],
+    backbone_config: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> dict[str, SegmentationModel]:
     """One model per arm, e.g. {"random": None, "layermatch": path, "autoencoder": path}, with identical decoders.
 
     A random arm uses ``backbone_config``, or else the saved arms' common configuration; saved backbones must

@@ -108,15 +108,20 @@ class AuxHead(nn.Module):
         super().__init__()
         hidden = hidden or c_out
         self.size = tuple(size)
-        self.body = nn.Sequential(nn.Conv2d(c_in, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
-                                  nn.Conv2d(hidden, c_out, 3, padding=1))
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, c_out, 3, padding=1),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(resize_map(x, self.size))
 
 
-def head_sources(backbone: ResNetBackbone, image_size: int, targets: Mapping[str, tuple[int, int, int]],
-                 mode: str = "nearest") -> dict[str, str]:
+def head_sources(
+    backbone: ResNetBackbone, image_size: int, targets: Mapping[str, tuple[int, int, int]], mode: str = "nearest"
+) -> dict[str, str]:
     """The backbone stage feeding each target: nearest map size in log scale (ties: deeper), or the deepest."""
     if mode not in ("nearest", "deepest"):
         raise ValueError(f"head_source must be 'nearest' or 'deepest', got {mode!r}")
@@ -134,15 +139,21 @@ def head_sources(backbone: ResNetBackbone, image_size: int, targets: Mapping[str
 class LayerMatchNet(nn.Module):
     """Backbone plus one auxiliary head per matched generator map; ``forward`` gives the predicted maps."""
 
-    def __init__(self, backbone: ResNetBackbone, targets: Mapping[str, tuple[int, int, int]], image_size: int,
-                 head_source: str = "nearest", head_width: int | None = None):
+    def __init__(
+        self,
+        backbone: ResNetBackbone,
+        targets: Mapping[str, tuple[int, int, int]],
+        image_size: int,
+        head_source: str = "nearest",
+        head_width: int | None = None,
+    ):
         super().__init__()
         self.backbone = backbone
         self.sources = head_sources(backbone, image_size, targets, head_source)
         channels = dict(zip(STAGES, backbone.channels))
-        self.heads = nn.ModuleDict({
-            name: AuxHead(channels[self.sources[name]], c, (h, w), head_width) for name, (c, h, w) in targets.items()
-        })
+        self.heads = nn.ModuleDict(
+            {name: AuxHead(channels[self.sources[name]], c, (h, w), head_width) for name, (c, h, w) in targets.items()}
+        )
 
     def forward(self, images: Tensor) -> OrderedDict[str, Tensor]:
         features = self.backbone(images)
@@ -170,8 +181,13 @@ def matchable_layers(G: Generator) -> dict[str, tuple[int, int, int]]:
 
 
 @torch.no_grad()
-def feature_variances(G: Generator, layers: tuple[str, ...] | list[str], n: int = 64, seed: int = NORM_SEED_OFFSET,
-                      truncation: float = 1.0) -> dict[str, float]:
+def feature_variances(
+    G: Generator,
+    layers: tuple[str, ...] | list[str],
+    n: int = 64,
+    seed: int = NORM_SEED_OFFSET,
+    truncation: float = 1.0,
+) -> dict[str, float]:
     """Variance of all elements of each map F_l over n seeded samples (the per-layer loss normaliser v_l).
 
     z comes from ``seed`` and StyleGAN2's noise maps from ``seed + 1`` (one seed for both would correlate them).
@@ -292,8 +308,9 @@ class PretrainTrainer:
         """Generated images resized to the backbone input size when it differs."""
         if images.shape[-1] == self.image_size and images.shape[-2] == self.image_size:
             return images
-        return F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
-                             antialias=True)
+        return F.interpolate(
+            images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True
+        )
 
     def train_step(self) -> dict[str, float]:
         """One optimiser step on a freshly generated batch; returns the loss terms."""
@@ -326,8 +343,11 @@ class PretrainTrainer:
         self.run.save(self._state())
 
     def _resume(self) -> None:
-        state = self.run.resume(asdict(self.config), clash=lambda s: f"was written by another run ({s.get('method')})",
-                                expect={"method": self.method})
+        state = self.run.resume(
+            asdict(self.config),
+            clash=lambda s: f"was written by another run ({s.get('method')})",
+            expect={"method": self.method},
+        )
         if state.get("generator_sha256", self.generator_sha256) != self.generator_sha256:
             raise ValueError(
                 f"{self.run.checkpoint_path} was pre-trained from another {self.config.generator} file (sha256 "
@@ -386,14 +406,20 @@ class LayerMatchTrainer(PretrainTrainer):
         if unknown:
             raise ValueError(f"{self.config.generator} has no feature maps {unknown}; it has {sorted(available)}")
         targets = {name: available[name] for name in self.config.layers}
-        self.net = LayerMatchNet(self.backbone, targets, self.image_size, self.config.head_source,
-                                 self.config.head_width)
+        self.net = LayerMatchNet(
+            self.backbone, targets, self.image_size, self.config.head_source, self.config.head_width
+        )
         self.variances: dict[str, float] = {}
 
     def start(self) -> None:
         """Estimates the per-layer normalisers v_l on the fixed batch."""
-        self.variances = feature_variances(self.G, self.config.layers, self.config.norm_batch,
-                                           self.config.seed + NORM_SEED_OFFSET, self.config.truncation)
+        self.variances = feature_variances(
+            self.G,
+            self.config.layers,
+            self.config.norm_batch,
+            self.config.seed + NORM_SEED_OFFSET,
+            self.config.truncation,
+        )
 
     def extra_state(self) -> dict[str, Any]:
         """The normalisers v_l, so that a resumed run divides by the same numbers."""
@@ -428,8 +454,12 @@ class ImageDecoder(nn.Module):
         layers: list[nn.Module] = []
         for _ in range(backbone.strides[-1].bit_length() - 1):
             c_out = max(c // 2, width)
-            layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                       nn.Conv2d(c, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                nn.Conv2d(c, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
             c = c_out
         layers.append(nn.Conv2d(c, out_channels, 1))
         self.body = nn.Sequential(*layers)

@@ -35,8 +35,10 @@ def undo_dihedral(x: Tensor, view: int, dims: tuple[int, int] = (-2, -1)) -> Ten
 def dihedral_pairs(x: Tensor, y: Tensor, views: Sequence[int]) -> tuple[Tensor, Tensor]:
     """Inputs [B, C, H, W] and labels [B, H, W] with sample i of both under view ``views[i]``: augmentation
     that keeps each image and its labels aligned."""
-    return (torch.stack([dihedral(xi, int(v)) for xi, v in zip(x, views)]),
-            torch.stack([dihedral(yi, int(v)) for yi, v in zip(y, views)]))
+    return (
+        torch.stack([dihedral(xi, int(v)) for xi, v in zip(x, views)]),
+        torch.stack([dihedral(yi, int(v)) for yi, v in zip(y, views)]),
+    )
 
 
 class DihedralAverage(nn.Module):

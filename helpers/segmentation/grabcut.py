@@ -66,8 +66,10 @@ class TrimapGrabCut:
 
     def __post_init__(self):
         if not 0 <= self.sure_background <= 0.5 <= self.sure_foreground <= 1:
-            raise ValueError("TrimapGrabCut needs 0 <= sure_background <= 0.5 <= sure_foreground <= 1; "
-                             f"got {self.sure_background} and {self.sure_foreground}")
+            raise ValueError(
+                "TrimapGrabCut needs 0 <= sure_background <= 0.5 <= sure_foreground <= 1; "
+                f"got {self.sure_background} and {self.sure_foreground}"
+            )
 
     def masks(self, images: np.ndarray, foreground: np.ndarray) -> np.ndarray:
         """Bool masks [B, H, W]: GrabCut from the trimap of foreground probabilities [B, H, W]."""

@@ -46,7 +46,7 @@ def _predict(model: nn.Module, x: Tensor, batch_size: int, head: Callable[[Tenso
     was_training, device = model.training, _device(model)
     model.eval()
     try:
-        return torch.cat([head(model(x[i:i + batch_size].to(device))).cpu() for i in range(0, len(x), batch_size)])
+        return torch.cat([head(model(x[i : i + batch_size].to(device))).cpu() for i in range(0, len(x), batch_size)])
     finally:
         model.train(was_training)
 
@@ -103,8 +103,9 @@ def _input_batches(images: np.ndarray, batch_size: int, progress: bool) -> Itera
         yield rows, images_to_input(images[rows])
 
 
-def evaluate_arrays(model: nn.Module, images: np.ndarray, gt: np.ndarray, batch_size: int = 32,
-                    progress: bool = False) -> dict[str, float]:
+def evaluate_arrays(
+    model: nn.Module, images: np.ndarray, gt: np.ndarray, batch_size: int = 32, progress: bool = False
+) -> dict[str, float]:
     """Binary metrics (`helpers.metrics.SaliencyMetrics`) at native resolution on uint8 images and bool masks."""
     images, gt = np.asarray(images), np.asarray(gt)
     if gt.dtype != bool or gt.shape != images.shape[:3]:
@@ -117,8 +118,13 @@ def evaluate_arrays(model: nn.Module, images: np.ndarray, gt: np.ndarray, batch_
     return metrics.result()
 
 
-def evaluate_folder(model: nn.Module, dataset: Sequence[Any], resize_to: int | None = 128,
-                    limit: int | None = None, progress: bool = True) -> dict[str, float]:
+def evaluate_folder(
+    model: nn.Module,
+    dataset: Sequence[Any],
+    resize_to: int | None = 128,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
     """Binary metrics over an `ImageMaskFolder`-like dataset (``image``, ``mask`` per item) at original size."""
     infer = SegmentationInference(model, resize_to)
     metrics = SaliencyMetrics()
@@ -139,8 +145,15 @@ def _class_scores(confusion: np.ndarray) -> dict[str, Any]:
     }
 
 
-def evaluate_labels(model: nn.Module, images: np.ndarray, labels: np.ndarray, n_classes: int,
-                    ignore_index: int | None = None, batch_size: int = 32, progress: bool = False) -> dict[str, Any]:
+def evaluate_labels(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    ignore_index: int | None = None,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Multi-class scores at native resolution: per-class IoU, mean IoU and pixel accuracy from one confusion matrix."""
     images, labels = np.asarray(images), np.asarray(labels)
     check_label_shape(images, labels)
@@ -151,11 +164,16 @@ def evaluate_labels(model: nn.Module, images: np.ndarray, labels: np.ndarray, n_
     return _class_scores(confusion)
 
 
-def class_probabilities(model: nn.Module, images: np.ndarray, batch_size: int = 64,
-                        progress: bool = False) -> np.ndarray:
+def class_probabilities(
+    model: nn.Module, images: np.ndarray, batch_size: int = 64, progress: bool = False
+) -> np.ndarray:
     """Softmax probabilities float32 [N, K, H, W] of a segmentation model on uint8 images [N, H, W, 3], eval mode."""
-    return np.concatenate([_predict(model, x, batch_size, lambda logits: logits.float().softmax(1)).numpy()
-                           for _, x in _input_batches(np.asarray(images), batch_size, progress)])
+    return np.concatenate(
+        [
+            _predict(model, x, batch_size, lambda logits: logits.float().softmax(1)).numpy()
+            for _, x in _input_batches(np.asarray(images), batch_size, progress)
+        ]
+    )
 
 
 def multiclass_scores(probs: np.ndarray, labels: np.ndarray, n_classes: int) -> dict[str, Any]:

@@ -43,10 +43,12 @@ def shard_counts(n_total: int, shard_size: int) -> list[int]:
 
 def _manifest(n_total: int, shard_size: int, attrs: dict[str, Any]) -> dict[str, Any]:
     """The manifest content, normalised through JSON so it compares equal to the one read back."""
-    return json.loads(json.dumps(
-        {"format": FORMAT_VERSION, "n_total": n_total, "shard_size": shard_size, "attrs": attrs},
-        default=lambda o: o.tolist() if hasattr(o, "tolist") else os.fspath(o),
-    ))
+    return json.loads(
+        json.dumps(
+            {"format": FORMAT_VERSION, "n_total": n_total, "shard_size": shard_size, "attrs": attrs},
+            default=lambda o: o.tolist() if hasattr(o, "tolist") else os.fspath(o),
+        )
+    )
 
 
 def _check_batch(batch: dict[str, Any], n: int, index: int) -> dict[str, np.ndarray]:
@@ -85,12 +87,22 @@ def _write_shard(path: Path, arrays: dict[str, np.ndarray], index: int) -> None:
             f.attrs["n"] = len(arrays["images"])
             f.attrs["index"] = index
             for name, array in arrays.items():
-                f.create_dataset(name, data=array, chunks=(1, *array.shape[1:]) if array.ndim > 1 else None,
-                                 compression="lzf" if array.ndim > 1 else None)
+                f.create_dataset(
+                    name,
+                    data=array,
+                    chunks=(1, *array.shape[1:]) if array.ndim > 1 else None,
+                    compression="lzf" if array.ndim > 1 else None,
+                )
 
 
-def write_shards(folder: str | os.PathLike, n_total: int, make_batch: MakeBatch, shard_size: int = 1000,
-                 attrs: dict[str, Any] | None = None, progress: bool = True) -> Path:
+def write_shards(
+    folder: str | os.PathLike,
+    n_total: int,
+    make_batch: MakeBatch,
+    shard_size: int = 1000,
+    attrs: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> Path:
     """Writes the shards ``make_batch`` describes, skipping complete ones; returns the folder.
 
     ``attrs`` (JSON-serialisable) records how the pairs are made, e.g. generator, direction and seed; a
@@ -99,9 +111,14 @@ def write_shards(folder: str | os.PathLike, n_total: int, make_batch: MakeBatch,
     """
     folder = Path(folder)
     wanted = _manifest(n_total, shard_size, attrs or {})
-    claim_record(folder / MANIFEST, wanted,
-                 lambda found: f"shard folder {folder} holds a different dataset; use a new folder or the same "
-                               f"settings.\n  manifest:  {found}\n  requested: {wanted}")
+    claim_record(
+        folder / MANIFEST,
+        wanted,
+        lambda found: (
+            f"shard folder {folder} holds a different dataset; use a new folder or the same "
+            f"settings.\n  manifest:  {found}\n  requested: {wanted}"
+        ),
+    )
     counts = shard_counts(n_total, shard_size)
     todo = [i for i, n in enumerate(counts) if not _is_complete(shard_path(folder, i), n)]
     for i in tqdm(todo, desc=f"writing shards to {folder.name}", disable=not progress):
@@ -125,11 +142,14 @@ class ShardDataset:
         self.n_total, self.shard_size = manifest["n_total"], manifest["shard_size"]
         self.attrs: dict[str, Any] = manifest["attrs"]
         counts = shard_counts(self.n_total, self.shard_size)
-        missing = [shard_path(self.folder, i).name for i in range(len(counts))
-                   if not shard_path(self.folder, i).exists()]
+        missing = [
+            shard_path(self.folder, i).name for i in range(len(counts)) if not shard_path(self.folder, i).exists()
+        ]
         if missing:
-            raise FileNotFoundError(f"shard folder {self.folder} is incomplete ({len(missing)} of {len(counts)} "
-                                    f"shards missing, e.g. {missing[0]}); run write_shards again to finish it")
+            raise FileNotFoundError(
+                f"shard folder {self.folder} is incomplete ({len(missing)} of {len(counts)} "
+                f"shards missing, e.g. {missing[0]}); run write_shards again to finish it"
+            )
         self._files: dict[int, h5py.File] = {}
         first = self._file(0)
         self.keys: tuple[str, ...] = tuple(first.keys())

@@ -101,8 +101,9 @@ class ArrayBatches:
     default: with a fixed real training set they are the only augmentation.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int = 0,
-                 augment: Augment = "flip"):
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int = 0, augment: Augment = "flip"
+    ):
         images, labels = np.asarray(images), np.asarray(labels)
         check_label_shape(images, labels)
         self.images, self.labels, self.augment = images, labels, _check_augment(augment, images.shape[1:])
@@ -120,8 +121,15 @@ class ShardBatches:
     No augmentation by default, since the reference trains on generator outputs without it.
     """
 
-    def __init__(self, shards: ShardDataset | str | os.PathLike, batch_size: int, seed: int = 0,
-                 augment: Augment = "none", image_key: str = "images", mask_key: str = "masks"):
+    def __init__(
+        self,
+        shards: ShardDataset | str | os.PathLike,
+        batch_size: int,
+        seed: int = 0,
+        augment: Augment = "none",
+        image_key: str = "images",
+        mask_key: str = "masks",
+    ):
         self.shards = shards if isinstance(shards, ShardDataset) else ShardDataset(shards)
         self.keys, self.augment = (image_key, mask_key), _check_augment(augment, self.shards.shapes[image_key])
         self.sampler = _EpochSampler(len(self.shards), batch_size, seed)
@@ -144,8 +152,9 @@ def batch_function(source: BatchSource) -> Callable[[int], Batch]:
             params = inspect.signature(source.forward if isinstance(source, nn.Module) else source).parameters.values()
         except (TypeError, ValueError):  # builtins without a signature
             params = []
-        takes_step = any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-                         for p in params)
+        takes_step = any(
+            p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params
+        )
         return source if takes_step else (lambda step: source())
     iterator: Iterator[Batch] = iter(source)
     return lambda step: next(iterator)

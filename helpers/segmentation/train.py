@@ -90,8 +90,13 @@ class SegmentationTrainer:
     run restores the RNG state saved in the checkpoint.
     """
 
-    def __init__(self, run_dir: str | Path, model: nn.Module, settings: SegmentationSettings | None = None,
-                 device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        model: nn.Module,
+        settings: SegmentationSettings | None = None,
+        device: torch.device | str = "cpu",
+    ):
         self.run_dir, self.device = Path(run_dir), torch.device(device)
         self.settings = settings or SegmentationSettings()
         self.model = model.to(self.device)
@@ -124,12 +129,17 @@ class SegmentationTrainer:
         return self.run.save(self._state())
 
     def _resume(self) -> None:
-        state = self.run.resume(asdict(self.settings), key="settings", clash="was written with different settings",
-                                remedy="or the same settings")
+        state = self.run.resume(
+            asdict(self.settings),
+            key="settings",
+            clash="was written with different settings",
+            remedy="or the same settings",
+        )
         shapes = model_shapes(self.model)
         if state["model_class"] != type(self.model).__qualname__ or state["model_shapes"] != shapes:
-            differing = sorted(k for k in state["model_shapes"].keys() | shapes.keys()
-                               if state["model_shapes"].get(k) != shapes.get(k))
+            differing = sorted(
+                k for k in state["model_shapes"].keys() | shapes.keys() if state["model_shapes"].get(k) != shapes.get(k)
+            )
             raise ValueError(
                 f"{self.run.checkpoint_path} holds a different model ({state['model_class']}, {len(state['model_shapes'])} "
                 f"entries) than the one given ({type(self.model).__qualname__}, {len(shapes)} entries); "
@@ -150,8 +160,9 @@ class SegmentationTrainer:
     def train_step(self, x: Tensor, y: Tensor) -> float:
         """One Adam update on batch (x, y) and one scheduler step; returns the loss."""
         if x.ndim != 4 or y.shape != (x.shape[0], *x.shape[2:]):
-            raise ValueError(f"a batch must be x [B, C, H, W] and y [B, H, W]; "
-                             f"got {tuple(x.shape)} and {tuple(y.shape)}")
+            raise ValueError(
+                f"a batch must be x [B, C, H, W] and y [B, H, W]; got {tuple(x.shape)} and {tuple(y.shape)}"
+            )
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True).long()
         self.model.train()
         with self._autocast():
@@ -174,8 +185,14 @@ class SegmentationTrainer:
         finally:
             self.model.train()
 
-    def train(self, source: BatchSource, steps: int | None = None, max_minutes: float | None = None,
-              progress: bool = True, validation: Validation | None = None) -> int:
+    def train(
+        self,
+        source: BatchSource,
+        steps: int | None = None,
+        max_minutes: float | None = None,
+        progress: bool = True,
+        validation: Validation | None = None,
+    ) -> int:
         """Trains until ``steps`` (default: settings.steps) or the time limit; returns the step reached.
 
         ``source`` gives batches (see `batch_function`) whose first two items are (x, y); further items,

@@ -68,8 +68,14 @@ class GeneratorRef:
         """The reference for a checkpoint and the generator loaded from it."""
         name = str(name_or_path) if str(name_or_path) in KNOWN_FILES else None
         path = resolve_checkpoint(name_or_path)
-        return cls(name, path.name if name else str(path.resolve()), sha256_file(path), type(model).__name__,
-                   model.resolution, model.dim_z)
+        return cls(
+            name,
+            path.name if name else str(path.resolve()),
+            sha256_file(path),
+            type(model).__name__,
+            model.resolution,
+            model.dim_z,
+        )
 
     def resolved_path(self) -> Path:
         """The checkpoint file now: a known name is looked up in the current weights folder."""
@@ -79,14 +85,22 @@ class GeneratorRef:
         """Loads the generator; with verify, refuses a file whose sha256 differs from the recorded one."""
         path = self.resolved_path()
         if verify and path.exists() and sha256_file(path) != self.sha256:
-            raise AnnotationError(f"{path} is not the generator these annotations were made with "
-                                  f"(sha256 {self.sha256[:12]}… recorded); the latents would give other images")
+            raise AnnotationError(
+                f"{path} is not the generator these annotations were made with "
+                f"(sha256 {self.sha256[:12]}… recorded); the latents would give other images"
+            )
         return load(self.name or path, device)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        return {"name": self.name, "path": self.path, "sha256": self.sha256, "class": self.class_name,
-                "resolution": self.resolution, "dim_z": self.dim_z}
+        return {
+            "name": self.name,
+            "path": self.path,
+            "sha256": self.sha256,
+            "class": self.class_name,
+            "resolution": self.resolution,
+            "dim_z": self.dim_z,
+        }
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> GeneratorRef:
@@ -127,8 +141,9 @@ class AnnotationStore:
         info = _read_json(self.index_path) if self.index_path.exists() else None
         if info is None:
             hint = " (it holds samples but no store.json)" if self.samples_dir.exists() else ""
-            raise AnnotationError(f"missing file: {self.index_path}{hint}; create the store with "
-                                  "AnnotationStore.create(root, generator)")
+            raise AnnotationError(
+                f"missing file: {self.index_path}{hint}; create the store with AnnotationStore.create(root, generator)"
+            )
         if info.get("format") != STORE_FORMAT or info.get("mode") not in MODES:
             raise AnnotationError(f"{self.index_path} is not an annotation store ({STORE_FORMAT})")
         self.generator = GeneratorRef.from_json(info["generator"])
@@ -147,8 +162,14 @@ class AnnotationStore:
         return self.root / "samples"
 
     @classmethod
-    def create(cls, root: str | os.PathLike, generator: str | os.PathLike, mode: str = "binary",
-               classes: list[str] | None = None, model: Generator | None = None) -> AnnotationStore:
+    def create(
+        cls,
+        root: str | os.PathLike,
+        generator: str | os.PathLike,
+        mode: str = "binary",
+        classes: list[str] | None = None,
+        model: Generator | None = None,
+    ) -> AnnotationStore:
         """A new empty store for a generator checkpoint (known name or path); ``model`` skips reloading it."""
         root = Path(root)
         if (root / "store.json").exists():
@@ -162,22 +183,41 @@ class AnnotationStore:
         if len(classes) < 2 or (mode == "binary" and len(classes) != 2) or len(classes) > MULTICLASS_IGNORE:
             raise ValueError(f"{mode} mode needs {'2' if mode == 'binary' else '2..255'} classes; got {classes}")
         ref = GeneratorRef.from_model(generator, model if model is not None else load(generator))
-        encoding = ("0 = ignore, 128 = negative (class 0), 255 = positive (class 1)" if mode == "binary"
-                    else f"class index, {MULTICLASS_IGNORE} = ignore")
-        write_json(root / "store.json", {"format": STORE_FORMAT, "generator": ref.to_json(), "mode": mode,
-                                         "classes": list(classes), "mask_encoding": encoding,
-                                         "version": 0, "next_id": 0})
+        encoding = (
+            "0 = ignore, 128 = negative (class 0), 255 = positive (class 1)"
+            if mode == "binary"
+            else f"class index, {MULTICLASS_IGNORE} = ignore"
+        )
+        write_json(
+            root / "store.json",
+            {
+                "format": STORE_FORMAT,
+                "generator": ref.to_json(),
+                "mode": mode,
+                "classes": list(classes),
+                "mask_encoding": encoding,
+                "version": 0,
+                "next_id": 0,
+            },
+        )
         return cls(root)
 
     @classmethod
-    def open_or_create(cls, root: str | os.PathLike, generator: str | os.PathLike | None = None,
-                       mode: str | None = None, classes: list[str] | None = None) -> AnnotationStore:
+    def open_or_create(
+        cls,
+        root: str | os.PathLike,
+        generator: str | os.PathLike | None = None,
+        mode: str | None = None,
+        classes: list[str] | None = None,
+    ) -> AnnotationStore:
         """Opens the store at root (checking a given generator and mode against it) or creates it (default binary)."""
         if (Path(root) / "store.json").exists():
             store = cls(root)
             if generator is not None and sha256_file(resolve_checkpoint(generator)) != store.generator.sha256:
-                raise AnnotationError(f"{store.index_path} belongs to {store.generator.name or store.generator.path} "
-                                      f"(sha256 {store.generator.sha256[:12]}…), not {generator}")
+                raise AnnotationError(
+                    f"{store.index_path} belongs to {store.generator.name or store.generator.path} "
+                    f"(sha256 {store.generator.sha256[:12]}…), not {generator}"
+                )
             if mode is not None and mode != store.mode:
                 raise AnnotationError(f"{store.index_path} is a {store.mode} store, not {mode}")
             return store
@@ -237,20 +277,29 @@ class AnnotationStore:
         """The mask as uint8 [R, R] in this store's encoding, or ValueError saying what is wrong."""
         mask = np.asarray(mask)
         if mask.shape != (self.resolution, self.resolution):
-            raise ValueError(f"{source} is {mask.shape}; the generator makes "
-                             f"{self.resolution}x{self.resolution} images")
+            raise ValueError(
+                f"{source} is {mask.shape}; the generator makes {self.resolution}x{self.resolution} images"
+            )
         if mask.dtype.kind not in "iub" or mask.min() < 0 or mask.max() > 255:
             raise ValueError(f"{source} must hold integers 0..255; got {mask.dtype}")
         mask = mask.astype(np.uint8)
         if self.mode == "multiclass":
             bad = (mask != MULTICLASS_IGNORE) & (mask >= self.num_classes)
             if bad.any():
-                raise ValueError(f"{source} has values {sorted(set(mask[bad].tolist()))[:5]} that are neither a class "
-                                 f"index (0..{self.num_classes - 1}) nor ignore ({MULTICLASS_IGNORE})")
+                raise ValueError(
+                    f"{source} has values {sorted(set(mask[bad].tolist()))[:5]} that are neither a class "
+                    f"index (0..{self.num_classes - 1}) nor ignore ({MULTICLASS_IGNORE})"
+                )
         return mask
 
-    def save(self, mask: np.ndarray, z: np.ndarray, noise_seed: int | None = None, truncation: float | None = None,
-             sample_id: int | None = None) -> Annotation:
+    def save(
+        self,
+        mask: np.ndarray,
+        z: np.ndarray,
+        noise_seed: int | None = None,
+        truncation: float | None = None,
+        sample_id: int | None = None,
+    ) -> Annotation:
         """Adds a sample under a fresh id (or ``sample_id``, which must be unused); never overwrites a file."""
         mask = self.check_mask(mask)
         z = np.asarray(z, dtype=np.float32).reshape(-1)
@@ -263,11 +312,19 @@ class AnnotationStore:
         if sample_id in on_disk or json_path.exists() or png_path.exists():
             raise FileExistsError(f"sample {sample_id} already exists in {self.root}; samples are never overwritten")
         version = max(self._version, self._max_sample_version()) + 1
-        record = {"format": SAMPLE_FORMAT, "id": sample_id, "version": version, "mask": png_path.name,
-                  "z": [float(v) for v in z], "noise_seed": None if noise_seed is None else int(noise_seed),
-                  "truncation": None if truncation is None else float(truncation),
-                  "generator": self.generator.to_json(), "mode": self.mode, "classes": self.classes,
-                  "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        record = {
+            "format": SAMPLE_FORMAT,
+            "id": sample_id,
+            "version": version,
+            "mask": png_path.name,
+            "z": [float(v) for v in z],
+            "noise_seed": None if noise_seed is None else int(noise_seed),
+            "truncation": None if truncation is None else float(truncation),
+            "generator": self.generator.to_json(),
+            "mode": self.mode,
+            "classes": self.classes,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
         # both files are complete temporaries before either appears; the PNG lands first, the JSON commits
         with atomic_path(json_path) as json_tmp, atomic_path(png_path) as png_tmp:
             Image.fromarray(mask).save(png_tmp, format="PNG")
@@ -311,8 +368,10 @@ class AnnotationStore:
         if z.shape != (self.generator.dim_z,):
             raise AnnotationError(f"{json_path}: z has {z.size} values; the generator takes {self.generator.dim_z}")
         if generator.get("sha256") != self.generator.sha256:
-            raise AnnotationError(f"{json_path} was made with another generator ({generator.get('path')}) "
-                                  f"than the store's ({self.generator.path})")
+            raise AnnotationError(
+                f"{json_path} was made with another generator ({generator.get('path')}) "
+                f"than the store's ({self.generator.path})"
+            )
         mask_path = json_path.parent / mask_name
         if not mask_path.exists():
             raise AnnotationError(f"missing file: {mask_path} (the mask of {json_path})")
@@ -325,16 +384,19 @@ class AnnotationStore:
             mask = self.check_mask(mask, str(mask_path))
         except ValueError as err:
             raise AnnotationError(str(err)) from err
-        return Annotation(sample_id, z, noise_seed, truncation, mask, int(record.get("version", 0)),
-                          json_path, mask_path)
+        return Annotation(
+            sample_id, z, noise_seed, truncation, mask, int(record.get("version", 0)), json_path, mask_path
+        )
 
     def load_all(self) -> list[Annotation]:
         """Every sample, validated; a mask PNG without its JSON (an interrupted save?) is an error too."""
         orphans = sorted(i for i, kinds in self._files(self.samples_dir).items() if kinds == {"png"})
         if orphans:
             png = self.paths(orphans[0])[1]
-            raise AnnotationError(f"{png} has no sample JSON {png.with_suffix('.json').name} (an interrupted save?); "
-                                  f"delete it or restore the JSON ({len(orphans)} such mask(s))")
+            raise AnnotationError(
+                f"{png} has no sample JSON {png.with_suffix('.json').name} (an interrupted save?); "
+                f"delete it or restore the JSON ({len(orphans)} such mask(s))"
+            )
         return [self.load(i) for i in self.ids()]
 
     def labels(self, mask: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
@@ -353,15 +415,18 @@ class AnnotationStore:
 
     def training_samples(self, ignore_index: int = IGNORE_INDEX) -> list[LabelledLatent]:
         """All samples as projection.LabelledLatent (z, labels, noise seed, truncation)."""
-        return [LabelledLatent(a.z, self.labels(a.mask, ignore_index), a.noise_seed, a.truncation, str(a.json_path))
-                for a in self.load_all()]
+        return [
+            LabelledLatent(a.z, self.labels(a.mask, ignore_index), a.noise_seed, a.truncation, str(a.json_path))
+            for a in self.load_all()
+        ]
 
     def load_generator(self, device: str = "cpu", verify: bool = True) -> Generator:
         """The store's generator (sha256-checked), in eval mode."""
         model = self.generator.load(device, verify)
         if model.resolution != self.resolution or model.dim_z != self.generator.dim_z:
-            raise AnnotationError(f"{self.generator.resolved_path()} makes {model.resolution} px images from "
-                                  f"{model.dim_z}-d z; {self.index_path} expects {self.resolution} px, "
-                                  f"{self.generator.dim_z}-d")
+            raise AnnotationError(
+                f"{self.generator.resolved_path()} makes {model.resolution} px images from "
+                f"{model.dim_z}-d z; {self.index_path} expects {self.resolution} px, "
+                f"{self.generator.dim_z}-d"
+            )
         return model
-

@@ -44,10 +44,17 @@ def _refined(refiner: LabelRefiner, pred: Prediction) -> np.ndarray:
     return labels.astype(np.uint8)
 
 
-def synthetic_batch_fn(G: Generator, decoder: SemanticDecoder, shard_size: int, batch_size: int = 16,
-                       seed: int = 0, truncation: float | None = None, latents: np.ndarray | None = None,
-                       noise_seeds: Sequence[int] | None = None, refiner: LabelRefiner | None = None
-                       ) -> Callable[[int, int], dict[str, np.ndarray]]:
+def synthetic_batch_fn(
+    G: Generator,
+    decoder: SemanticDecoder,
+    shard_size: int,
+    batch_size: int = 16,
+    seed: int = 0,
+    truncation: float | None = None,
+    latents: np.ndarray | None = None,
+    noise_seeds: Sequence[int] | None = None,
+    refiner: LabelRefiner | None = None,
+) -> Callable[[int, int], dict[str, np.ndarray]]:
     """``make_batch(shard_index, n)`` for write_shards: images, predicted masks, z, noise_seed, truncation.
 
     Sample i (= shard_index * shard_size + row) uses ``latents[i]`` (and ``noise_seeds[i]`` when given) or
@@ -55,31 +62,46 @@ def synthetic_batch_fn(G: Generator, decoder: SemanticDecoder, shard_size: int, 
     batch and dropped. Masks are the decoder's arg-max, or ``refiner(images, probs)`` when one is given.
     ``noise_seed`` is -1 and ``truncation`` NaN where the generator takes none.
     """
+
     def make_batch(shard_index: int, n: int) -> dict[str, np.ndarray]:
         indices = list(range(shard_index * shard_size, shard_index * shard_size + n))
         z, seeds = draw_inputs(G, seed, indices)
         if latents is not None:
-            z = np.asarray(latents[indices[0]:indices[-1] + 1], dtype=np.float32)
+            z = np.asarray(latents[indices[0] : indices[-1] + 1], dtype=np.float32)
         if noise_seeds is not None and seeds is not None:
-            seeds = [int(s) for s in noise_seeds[indices[0]:indices[-1] + 1]]
+            seeds = [int(s) for s in noise_seeds[indices[0] : indices[-1] + 1]]
         images, masks = [], []
         for start in range(0, n, batch_size):
             part = slice(start, start + batch_size)
             pred = predict(G, decoder, z[part], None if seeds is None else seeds[part], truncation)
             images.append(pred.images)
             masks.append(pred.labels if refiner is None else _refined(refiner, pred))
-        return {"images": np.concatenate(images), "masks": np.concatenate(masks), "z": z,
-                "noise_seed": np.asarray(seeds if seeds is not None else [-1] * n, dtype=np.int64),
-                "truncation": np.full(n, np.nan if truncation is None else truncation, dtype=np.float32)}
+        return {
+            "images": np.concatenate(images),
+            "masks": np.concatenate(masks),
+            "z": z,
+            "noise_seed": np.asarray(seeds if seeds is not None else [-1] * n, dtype=np.int64),
+            "truncation": np.full(n, np.nan if truncation is None else truncation, dtype=np.float32),
+        }
 
     return make_batch
 
 
-def generate_dataset(G: Generator, decoder: SemanticDecoder, folder: str | os.PathLike, n_total: int,
-                     shard_size: int = 1000, batch_size: int = 16, seed: int = 0, truncation: float | None = None,
-                     latents: np.ndarray | None = None, noise_seeds: Sequence[int] | None = None,
-                     attrs: dict[str, Any] | None = None, progress: bool = True,
-                     refiner: LabelRefiner | None = None) -> Path:
+def generate_dataset(
+    G: Generator,
+    decoder: SemanticDecoder,
+    folder: str | os.PathLike,
+    n_total: int,
+    shard_size: int = 1000,
+    batch_size: int = 16,
+    seed: int = 0,
+    truncation: float | None = None,
+    latents: np.ndarray | None = None,
+    noise_seeds: Sequence[int] | None = None,
+    attrs: dict[str, Any] | None = None,
+    progress: bool = True,
+    refiner: LabelRefiner | None = None,
+) -> Path:
     """Writes n_total synthetic (image, mask, z, noise seed) pairs as HDF5 shards; resumes an interrupted run.
 
     Inputs come from ``latents``/``noise_seeds`` (stored ones) or are drawn from ``seed``; masks from the
@@ -91,11 +113,16 @@ def generate_dataset(G: Generator, decoder: SemanticDecoder, folder: str | os.Pa
         raise ValueError(f"{len(latents)} latents for {n_total} samples")
     if noise_seeds is not None and len(noise_seeds) < n_total:
         raise ValueError(f"{len(noise_seeds)} noise seeds for {n_total} samples")
-    make_batch = synthetic_batch_fn(G, decoder, shard_size, batch_size, seed, truncation, latents, noise_seeds,
-                                    refiner)
+    make_batch = synthetic_batch_fn(G, decoder, shard_size, batch_size, seed, truncation, latents, noise_seeds, refiner)
     source = "latents" if latents is not None else f"seed {seed}"
-    settings = {"source": "semantic projection", "inputs": source, "truncation": truncation,
-                "generator": type(G).__name__, "decoder": decoder.config, **(attrs or {})}
+    settings = {
+        "source": "semantic projection",
+        "inputs": source,
+        "truncation": truncation,
+        "generator": type(G).__name__,
+        "decoder": decoder.config,
+        **(attrs or {}),
+    }
     if refiner is not None:
         if "refiner" in settings:
             raise ValueError("attrs must not hold 'refiner': it records the refiner's fingerprint")

@@ -86,8 +86,15 @@ def _upsample(x: Tensor, size: int) -> Tensor:
 class SemanticDecoder(nn.Module):
     """Lateral conv blocks on generator maps + concatenate-and-upsample chain → K-class logits (module docstring)."""
 
-    def __init__(self, channels: Mapping[str, int], num_classes: int = 2, width: int = 128, dropout: float = 0.1,
-                 out_resolution: int | None = None, image_resolution: int | None = None):
+    def __init__(
+        self,
+        channels: Mapping[str, int],
+        num_classes: int = 2,
+        width: int = 128,
+        dropout: float = 0.1,
+        out_resolution: int | None = None,
+        image_resolution: int | None = None,
+    ):
         super().__init__()
         names = list(channels)
         if not names:
@@ -98,10 +105,17 @@ class SemanticDecoder(nn.Module):
         out_resolution = out_resolution or 4 * resolutions[-1]
         n_tail = math.log2(out_resolution / resolutions[-1])
         if n_tail < 0 or n_tail != int(n_tail):
-            raise ValueError(f"out_resolution {out_resolution} must be the finest map's ({resolutions[-1]}) "
-                             "times a power of two")
-        self.config = dict(channels=dict(channels), num_classes=num_classes, width=width, dropout=dropout,
-                           out_resolution=out_resolution, image_resolution=image_resolution or out_resolution)
+            raise ValueError(
+                f"out_resolution {out_resolution} must be the finest map's ({resolutions[-1]}) times a power of two"
+            )
+        self.config = dict(
+            channels=dict(channels),
+            num_classes=num_classes,
+            width=width,
+            dropout=dropout,
+            out_resolution=out_resolution,
+            image_resolution=image_resolution or out_resolution,
+        )
         self.names, self.resolutions = names, resolutions
         self.lateral = nn.ModuleList(_conv_block(channels[n], width, dropout) for n in names)
         self.fuse = nn.ModuleList(_conv_block(width if i == 0 else 2 * width, width) for i in range(len(names) - 1))
@@ -138,8 +152,9 @@ def accepts(G: Generator, argument: str) -> bool:
     return argument in inspect.signature(G.features).parameters
 
 
-def generator_features(G: Generator, z: Tensor, noise_seed: NoiseSeeds = None,
-                       truncation: float | None = None) -> OrderedDict[str, Tensor]:
+def generator_features(
+    G: Generator, z: Tensor, noise_seed: NoiseSeeds = None, truncation: float | None = None
+) -> OrderedDict[str, Tensor]:
     """G.features(z) with the noise seed(s) and truncation passed to generators that take them (no grad)."""
     kwargs: dict[str, Any] = {}
     for name, value in (("noise_seed", noise_seed), ("truncation", truncation)):
@@ -164,19 +179,34 @@ def feature_channels(G: Generator, names: Sequence[str] | None = None) -> Ordere
     return OrderedDict((n, features[n].shape[1]) for n in names)
 
 
-def build_decoder(G: Generator, num_classes: int = 2, feature_names: Sequence[str] | None = None,
-                  width: int = 128, dropout: float = 0.1) -> SemanticDecoder:
+def build_decoder(
+    G: Generator,
+    num_classes: int = 2,
+    feature_names: Sequence[str] | None = None,
+    width: int = 128,
+    dropout: float = 0.1,
+) -> SemanticDecoder:
     """A fresh decoder for any helpers.gans generator; output at the image resolution (module docstring)."""
     channels = feature_channels(G, feature_names)
     finest = feature_resolution(next(reversed(channels)))
-    return SemanticDecoder(channels, num_classes, width, dropout,
-                           out_resolution=min(G.resolution, 4 * finest), image_resolution=G.resolution)
+    return SemanticDecoder(
+        channels,
+        num_classes,
+        width,
+        dropout,
+        out_resolution=min(G.resolution, 4 * finest),
+        image_resolution=G.resolution,
+    )
 
 
 def save_decoder(decoder: SemanticDecoder, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
     """Writes the decoder (config + state dict + meta) atomically."""
-    obj = {"format": DECODER_FORMAT, "config": decoder.config, "meta": meta or {},
-           "state_dict": {k: v.detach().cpu() for k, v in decoder.state_dict().items()}}
+    obj = {
+        "format": DECODER_FORMAT,
+        "config": decoder.config,
+        "meta": meta or {},
+        "state_dict": {k: v.detach().cpu() for k, v in decoder.state_dict().items()},
+    }
     save_torch(obj, path)
     return Path(path)
 
@@ -204,18 +234,23 @@ def _as_z(G: Generator, z: Tensor | np.ndarray) -> Tensor:
     return (z.unsqueeze(0) if z.dim() == 1 else z).to(G.device, torch.float32)
 
 
-def generate_images(G: Generator, z: Tensor | np.ndarray, noise_seed: NoiseSeeds = None,
-                    truncation: float | None = None) -> np.ndarray:
+def generate_images(
+    G: Generator, z: Tensor | np.ndarray, noise_seed: NoiseSeeds = None, truncation: float | None = None
+) -> np.ndarray:
     """uint8 [B, R, R, 3] images of the generator in eval mode for the given inputs."""
     with eval_mode(G):
         return to_uint8(generator_features(G, _as_z(G, z), noise_seed, truncation)["image"])
 
 
-def predict(G: Generator, decoder: SemanticDecoder, z: Tensor | np.ndarray, noise_seed: NoiseSeeds = None,
-            truncation: float | None = None) -> Prediction:
+def predict(
+    G: Generator,
+    decoder: SemanticDecoder,
+    z: Tensor | np.ndarray,
+    noise_seed: NoiseSeeds = None,
+    truncation: float | None = None,
+) -> Prediction:
     """Images, class maps and probabilities for latents; generator and decoder run in eval mode (dropout off)."""
     with eval_mode(G, decoder), torch.no_grad():
         features = generator_features(G, _as_z(G, z), noise_seed, truncation)
         probs = decoder(features).softmax(1)
-    return Prediction(to_uint8(features["image"]), probs.argmax(1).byte().cpu().numpy(),
-                      probs.float().cpu().numpy())
+    return Prediction(to_uint8(features["image"]), probs.argmax(1).byte().cpu().numpy(), probs.float().cpu().numpy())

@@ -92,8 +92,9 @@ class FitResult:
         return self.step >= self.total_steps
 
 
-def segmentation_loss(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX,
-                      class_weights: Tensor | None = None) -> Tensor:
+def segmentation_loss(
+    logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX, class_weights: Tensor | None = None
+) -> Tensor:
     """(Weighted) mean cross-entropy over labelled pixels; pixels equal to ignore_index contribute nothing."""
     return F.cross_entropy(logits, labels.long(), weight=class_weights, ignore_index=ignore_index)
 
@@ -154,16 +155,24 @@ def _epoch_order(seed: int, epoch: int, n: int, size: int) -> np.ndarray:
 
 def _batch(G: Generator, samples: Sequence[LabelledLatent]) -> tuple[OrderedDict[str, Tensor], Tensor]:
     """Recomputed features (one generator call per sample, so truncations may differ) and labels."""
-    per_sample = [generator_features(G, _as_z(G, s.z), None if s.noise_seed is None else [s.noise_seed],
-                                     s.truncation) for s in samples]
+    per_sample = [
+        generator_features(G, _as_z(G, s.z), None if s.noise_seed is None else [s.noise_seed], s.truncation)
+        for s in samples
+    ]
     features = OrderedDict((k, torch.cat([f[k] for f in per_sample])) for k in per_sample[0])
     labels = torch.from_numpy(np.stack([np.asarray(s.labels, dtype=np.int64) for s in samples])).to(G.device)
     return features, labels
 
 
-def fit(G: Generator, samples: Sequence[LabelledLatent], run_dir: str | os.PathLike,
-        config: FitConfig | None = None, progress: bool = True,
-        on_epoch: Callable[[int, SemanticDecoder], None] | None = None, stop_after: int | None = None) -> FitResult:
+def fit(
+    G: Generator,
+    samples: Sequence[LabelledLatent],
+    run_dir: str | os.PathLike,
+    config: FitConfig | None = None,
+    progress: bool = True,
+    on_epoch: Callable[[int, SemanticDecoder], None] | None = None,
+    stop_after: int | None = None,
+) -> FitResult:
     """Trains a fresh decoder on annotated latents with the generator frozen; resumable in ``run_dir``.
 
     ``run_dir`` receives ``checkpoint.pt`` (decoder, optimizer, step, RNG; written atomically every
@@ -179,8 +188,9 @@ def fit(G: Generator, samples: Sequence[LabelledLatent], run_dir: str | os.PathL
     run = RunFolder(run_dir)
     steps_per_epoch = max(config.min_epoch_size, len(samples)) // config.batch_size
     if steps_per_epoch < 1:
-        raise ValueError(f"batch_size {config.batch_size} exceeds the epoch size "
-                         f"{max(config.min_epoch_size, len(samples))}")
+        raise ValueError(
+            f"batch_size {config.batch_size} exceeds the epoch size {max(config.min_epoch_size, len(samples))}"
+        )
     total = config.epochs * steps_per_epoch
     fingerprint, losses = samples_fingerprint(samples), []
     weights = class_weights(samples, config.num_classes, config.class_weight_power)
@@ -191,8 +201,12 @@ def fit(G: Generator, samples: Sequence[LabelledLatent], run_dir: str | os.PathL
         optimizer = torch.optim.Adam(decoder.parameters(), lr=config.lr)
         step = 0
         if run.has_checkpoint():
-            state = run.resume(asdict(config), clash="belongs to other samples or settings", remedy="",
-                               expect={"fingerprint": fingerprint})
+            state = run.resume(
+                asdict(config),
+                clash="belongs to other samples or settings",
+                remedy="",
+                expect={"fingerprint": fingerprint},
+            )
             decoder.load_state_dict(state["decoder"])
             optimizer.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["torch_rng"])
@@ -200,9 +214,16 @@ def fit(G: Generator, samples: Sequence[LabelledLatent], run_dir: str | os.PathL
         start, rng_state = step, torch.get_rng_state()  # RNG as of the last finished step
 
         def save_checkpoint() -> None:
-            state = {"format": FIT_FORMAT, "config": asdict(config), "fingerprint": fingerprint, "step": step,
-                     "total_steps": total, "decoder": decoder.state_dict(), "optimizer": optimizer.state_dict(),
-                     "torch_rng": rng_state}
+            state = {
+                "format": FIT_FORMAT,
+                "config": asdict(config),
+                "fingerprint": fingerprint,
+                "step": step,
+                "total_steps": total,
+                "decoder": decoder.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "torch_rng": rng_state,
+            }
             run.save(state)
 
         end = total if stop_after is None else min(total, stop_after)
@@ -213,7 +234,9 @@ def fit(G: Generator, samples: Sequence[LabelledLatent], run_dir: str | os.PathL
                 while step < end:
                     epoch, position = divmod(step, steps_per_epoch)
                     order = _epoch_order(config.seed, epoch, len(samples), steps_per_epoch * config.batch_size)
-                    batch = [samples[i] for i in order[position * config.batch_size:(position + 1) * config.batch_size]]
+                    batch = [
+                        samples[i] for i in order[position * config.batch_size : (position + 1) * config.batch_size]
+                    ]
                     features, labels = _batch(G, batch)
                     logits = decoder(features)
                     loss = segmentation_loss(logits, labels, class_weights=weights)
@@ -237,8 +260,11 @@ def fit(G: Generator, samples: Sequence[LabelledLatent], run_dir: str | os.PathL
             if step > start or not run.has_checkpoint():
                 save_checkpoint()
         if step >= total and (step > start or not (run_dir / "decoder.pt").exists()):
-            save_decoder(decoder, run_dir / "decoder.pt",
-                         {"fit_config": asdict(config), "fingerprint": fingerprint, "steps": step})
+            save_decoder(
+                decoder,
+                run_dir / "decoder.pt",
+                {"fit_config": asdict(config), "fingerprint": fingerprint, "steps": step},
+            )
     return FitResult(decoder.eval(), step, total, run_dir, losses)
 
 

@@ -44,8 +44,9 @@ class UNetRecipe:
 
     def settings(self, steps: int) -> SegmentationSettings:
         """The trainer settings of a run of ``steps`` steps: the drop at the same fraction of the run."""
-        return SegmentationSettings(steps=steps, lr_step=max(1, steps * self.lr_step // self.steps),
-                                    checkpoint_every=100, seed=self.seed)
+        return SegmentationSettings(
+            steps=steps, lr_step=max(1, steps * self.lr_step // self.steps), checkpoint_every=100, seed=self.seed
+        )
 
 
 class ProjectionRun(NamedTuple):
@@ -79,21 +80,35 @@ class ProjectionPipeline:
         fitted = fit(self.generator, samples, self.out / "decoders" / tag, self.fit_config)
         refiner = None
         if self.refiner_config.steps > 0 and len(samples) >= 2:  # held-out predictions need two annotations
-            refiner = fit_refiner(self.generator, samples,
-                                  self.out / "refiners" / f"{tag}_{settings_tag(self.refiner_config)}",
-                                  self.fit_config, self.refiner_config, self.device)
+            refiner = fit_refiner(
+                self.generator,
+                samples,
+                self.out / "refiners" / f"{tag}_{settings_tag(self.refiner_config)}",
+                self.fit_config,
+                self.refiner_config,
+                self.device,
+            )
         data_tag = f"{tag}_n{n_synthetic}" + (f"_r{refiner.fingerprint[:8]}" if refiner else "")
-        shards = generate_dataset(self.generator, fitted.decoder, self.out / "synthetic" / data_tag, n_synthetic,
-                                  shard_size=min(self.shard_size, n_synthetic), seed=seed + 1,
-                                  attrs={"annotations": tag}, refiner=refiner)
+        shards = generate_dataset(
+            self.generator,
+            fitted.decoder,
+            self.out / "synthetic" / data_tag,
+            n_synthetic,
+            shard_size=min(self.shard_size, n_synthetic),
+            seed=seed + 1,
+            attrs={"annotations": tag},
+            refiner=refiner,
+        )
         settings = self.unet.settings(steps)
         batches = ShardBatches(shards, self.unet.batch, seed=seed, augment=self.unet.augment)
         torch.manual_seed(seed)
         unet = UNet(n_classes=self.num_classes, width=self.unet.width)
-        unet_tag = settings_tag(settings, {"batch": self.unet.batch, "width": self.unet.width,
-                                           "augment": self.unet.augment})
-        trainer = SegmentationTrainer(self.out / "unets" / f"{data_tag}_s{steps}_{unet_tag}", unet, settings,
-                                      self.device)
+        unet_tag = settings_tag(
+            settings, {"batch": self.unet.batch, "width": self.unet.width, "augment": self.unet.augment}
+        )
+        trainer = SegmentationTrainer(
+            self.out / "unets" / f"{data_tag}_s{steps}_{unet_tag}", unet, settings, self.device
+        )
         trainer.train(batches)
         return ProjectionRun(fitted, refiner, shards, trainer)
 
@@ -119,13 +134,20 @@ class ScoringProtocols:
     def scores(self, probs: np.ndarray) -> dict[str, Any]:
         """Binary object scores (class >= 1) and per-class IoU of class probabilities."""
         s = multiclass_scores(probs, self.labels, len(self.classes))
-        return {"binary": s["binary"], "class_iou": dict(zip(self.classes, s["class_iou"])),
-                "mean_iou": s["mean_iou"], "pixel_accuracy": s["pixel_accuracy"]}
+        return {
+            "binary": s["binary"],
+            "class_iou": dict(zip(self.classes, s["class_iou"])),
+            "mean_iou": s["mean_iou"],
+            "pixel_accuracy": s["pixel_accuracy"],
+        }
 
     def key(self, tta: bool, grabcut: bool) -> str:
         """The metrics key of a protocol: the configured one is ``name``; each step left out adds a suffix."""
-        return (self.name + ("" if tta == self.dihedral_tta else "_single_view")
-                + ("" if grabcut == (self.refit is not None) else "_without_grabcut"))
+        return (
+            self.name
+            + ("" if tta == self.dihedral_tta else "_single_view")
+            + ("" if grabcut == (self.refit is not None) else "_without_grabcut")
+        )
 
     def all(self, model: torch.nn.Module) -> tuple[dict[str, dict[str, Any]], tuple[np.ndarray, np.ndarray]]:
         """Every protocol's scores, the configured one first (one forward pass per view setting), and the
@@ -142,8 +164,10 @@ class ScoringProtocols:
 
 def describe(scores: dict[str, Any]) -> str:
     """One line of the binary and per-class scores."""
-    return (f"binary object IoU {scores['binary']['iou']:.3f}, F_max {scores['binary']['f_max']:.3f}; class IoU "
-            + ", ".join(f"{k} {v:.3f}" for k, v in scores["class_iou"].items()))
+    return (
+        f"binary object IoU {scores['binary']['iou']:.3f}, F_max {scores['binary']['f_max']:.3f}; class IoU "
+        + ", ".join(f"{k} {v:.3f}" for k, v in scores["class_iou"].items())
+    )
 
 
 def curve_point(protocols: ScoringProtocols, model: torch.nn.Module, k: int) -> dict[str, float]:
@@ -151,9 +175,12 @@ def curve_point(protocols: ScoringProtocols, model: torch.nn.Module, k: int) -> 
     re-fit when there is one)."""
     own, refined = protocols.probabilities(model)
     s = protocols.scores(refined)
-    point = {"k": k, "binary_iou": s["binary"]["iou"], "f_max": s["binary"]["f_max"],
-             **{f"{name}_iou": v for name, v in s["class_iou"].items()}}
+    point = {
+        "k": k,
+        "binary_iou": s["binary"]["iou"],
+        "f_max": s["binary"]["f_max"],
+        **{f"{name}_iou": v for name, v in s["class_iou"].items()},
+    }
     if protocols.refit is not None:
         point["binary_iou_without_grabcut"] = protocols.scores(own)["binary"]["iou"]
     return point
-

@@ -45,8 +45,9 @@ class RefinerConfig:
 
     def __post_init__(self) -> None:
         if self.folds < 2:
-            raise ValueError(f"folds must be at least 2 (each fold is predicted by a decoder fitted on the others); "
-                             f"got {self.folds}")
+            raise ValueError(
+                f"folds must be at least 2 (each fold is predicted by a decoder fitted on the others); got {self.folds}"
+            )
         if self.members < 1:
             raise ValueError(f"members must be at least 1; got {self.members}")
 
@@ -71,8 +72,14 @@ def fold_indices(n: int, folds: int) -> list[list[int]]:
     return [list(range(f, n, folds)) for f in range(folds)]
 
 
-def held_out_predictions(G: Generator, samples: list[LabelledLatent], run_dir: str | os.PathLike,
-                         fit_config: FitConfig, folds: int = 4, progress: bool = True) -> HeldOut:
+def held_out_predictions(
+    G: Generator,
+    samples: list[LabelledLatent],
+    run_dir: str | os.PathLike,
+    fit_config: FitConfig,
+    folds: int = 4,
+    progress: bool = True,
+) -> HeldOut:
     """Fits one decoder per fold on the other folds (in ``run_dir/fold_f``, resumable) and predicts the fold."""
     if len(samples) < 2:
         raise ValueError(f"held-out predictions need at least 2 annotations; got {len(samples)}")
@@ -126,7 +133,9 @@ class MaskRefiner:
         x = refiner_input(images, probs)
         out = []
         for i in range(0, len(x), self.batch_size):
-            chunk = [m(x[i:i + self.batch_size].to(next(m.parameters()).device)).softmax(1).cpu() for m in self.models]
+            chunk = [
+                m(x[i : i + self.batch_size].to(next(m.parameters()).device)).softmax(1).cpu() for m in self.models
+            ]
             out.append(torch.stack(chunk).mean(0))
         return torch.cat(out)
 
@@ -135,8 +144,13 @@ class MaskRefiner:
         return self.probabilities(images, probs).argmax(1).numpy().astype(np.uint8)
 
 
-def train_refiner(held_out: HeldOut, run_dir: str | os.PathLike, config: RefinerConfig | None = None,
-                  device: str | torch.device = "cpu", progress: bool = True) -> MaskRefiner:
+def train_refiner(
+    held_out: HeldOut,
+    run_dir: str | os.PathLike,
+    config: RefinerConfig | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> MaskRefiner:
     """The refiner's U-Nets (``run_dir/member_m``) trained on held-out predictions; resumable, finished ones load.
 
     A member's folder resumes whatever data it is given: `fit_refiner` guards it against other annotations
@@ -150,8 +164,14 @@ def train_refiner(held_out: HeldOut, run_dir: str | os.PathLike, config: Refiner
             seed = config.member_seed(member)
             torch.manual_seed(seed)  # the U-Net's initial weights
             model = UNet(n_channels=3 + num_classes, n_classes=num_classes, width=config.width)
-            settings = SegmentationSettings(steps=config.steps, lr=config.lr, lr_step=config.steps,  # no decay
-                                            checkpoint_every=500, seed=seed, ignore_index=IGNORE_INDEX)
+            settings = SegmentationSettings(
+                steps=config.steps,
+                lr=config.lr,
+                lr_step=config.steps,  # no decay
+                checkpoint_every=500,
+                seed=seed,
+                ignore_index=IGNORE_INDEX,
+            )
             trainer = SegmentationTrainer(Path(run_dir) / f"member_{member}", model, settings, device)
             trainer.train(DihedralBatches(held_out, config.batch_size, seed), progress=progress)
             models.append(trainer.model)
@@ -163,9 +183,15 @@ def refiner_record(samples: list[LabelledLatent], fit_config: FitConfig, config:
     return {"samples": samples_fingerprint(samples), "refiner": asdict(config), "decoder": asdict(fit_config)}
 
 
-def fit_refiner(G: Generator, samples: list[LabelledLatent], run_dir: str | os.PathLike, fit_config: FitConfig,
-                config: RefinerConfig | None = None, device: str | torch.device = "cpu",
-                progress: bool = True) -> MaskRefiner:
+def fit_refiner(
+    G: Generator,
+    samples: list[LabelledLatent],
+    run_dir: str | os.PathLike,
+    fit_config: FitConfig,
+    config: RefinerConfig | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> MaskRefiner:
     """Held-out decoder predictions (``run_dir/decoders``), then the refiner (``run_dir/refiner``); resumable.
 
     ``run_dir/refiner.json`` records the samples' fingerprint and both configs: a folder made from other
@@ -173,7 +199,8 @@ def fit_refiner(G: Generator, samples: list[LabelledLatent], run_dir: str | os.P
     """
     config = config or RefinerConfig()
     run_dir = Path(run_dir)
-    RunFolder(run_dir).claim_record("refiner.json", refiner_record(samples, fit_config, config),
-                                  "a refiner of other annotations or settings")
+    RunFolder(run_dir).claim_record(
+        "refiner.json", refiner_record(samples, fit_config, config), "a refiner of other annotations or settings"
+    )
     held_out = held_out_predictions(G, samples, run_dir / "decoders", fit_config, config.folds, progress)
     return train_refiner(held_out, run_dir / "refiner", config, device, progress)

@@ -85,8 +85,9 @@ class LabellerConfig:
         return ProceduralSplits(self.image_size, self.n_train, self.n_val, self.n_test, self.split_seed)
 
 
-def train_labeller(run_dir: str | os.PathLike, config: LabellerConfig | None = None, device: str = "cpu",
-                   progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+def train_labeller(
+    run_dir: str | os.PathLike, config: LabellerConfig | None = None, device: str = "cpu", progress: bool = True
+) -> tuple[nn.Module, dict[str, Any]]:
     """Trains (or resumes, or just loads) the 3-class U-Net on the procedural train split; returns it and its log.
 
     The log holds the step reached, the training seconds summed over all calls (kept in ``run_dir``) and the
@@ -96,8 +97,7 @@ def train_labeller(run_dir: str | os.PathLike, config: LabellerConfig | None = N
     run_dir = Path(run_dir)
     RunFolder(run_dir).claim_record("labeller.json", asdict(config), "a labeller trained with other settings")
     images, labels = load_split(config.splits, "train", progress)
-    settings = SegmentationSettings(steps=config.steps, lr_step=config.lr_step, checkpoint_every=100,
-                                    seed=config.seed)
+    settings = SegmentationSettings(steps=config.steps, lr_step=config.lr_step, checkpoint_every=100, seed=config.seed)
     torch.manual_seed(config.seed)  # the U-Net's initial weights
     trainer = SegmentationTrainer(run_dir, UNet(n_classes=len(CLASSES), width=config.width), settings, device)
     start = time.monotonic()
@@ -107,8 +107,7 @@ def train_labeller(run_dir: str | os.PathLike, config: LabellerConfig | None = N
     write_json(seconds_path, seconds)
     model = trainer.model.eval()
     val_images, val_labels = load_split(config.splits, "val", progress)
-    return model, {"step": step, "train_seconds": seconds,
-                   "val": labeller_scores(model, val_images, val_labels)}
+    return model, {"step": step, "train_seconds": seconds, "val": labeller_scores(model, val_images, val_labels)}
 
 
 def confident_labels(probs: np.ndarray, threshold: float) -> np.ndarray:
@@ -125,8 +124,9 @@ def label_fractions(masks: np.ndarray) -> dict[str, float]:
     return {**fractions, "ignore": float((masks == MULTICLASS_IGNORE).mean())}
 
 
-def labeller_scores(model: nn.Module, images: np.ndarray, labels: np.ndarray,
-                    thresholds: tuple[float, ...] = (0.6, 0.8, 0.9)) -> dict[str, Any]:
+def labeller_scores(
+    model: nn.Module, images: np.ndarray, labels: np.ndarray, thresholds: tuple[float, ...] = (0.6, 0.8, 0.9)
+) -> dict[str, Any]:
     """Per-class and binary (class >= 1) IoU on labelled images, and the coverage/accuracy of confident labels."""
     probs = class_probabilities(model, images)
     scores = multiclass_scores(probs, labels, len(CLASSES))
@@ -135,15 +135,28 @@ def labeller_scores(model: nn.Module, images: np.ndarray, labels: np.ndarray,
     for threshold in thresholds:
         masks = confident_labels(probs, threshold)
         labelled = masks != MULTICLASS_IGNORE
-        confident[str(threshold)] = {"labelled_fraction": float(labelled.mean()),
-                                     "accuracy": float((masks[labelled] == labels[labelled]).mean())
-                                     if labelled.any() else None}
-    return {"class_iou": dict(zip(CLASSES, scores["class_iou"])), "mean_iou": scores["mean_iou"],
-            "binary_iou": binary["iou"], "binary_f_max": binary["f_max"], "confident_labels": confident}
+        confident[str(threshold)] = {
+            "labelled_fraction": float(labelled.mean()),
+            "accuracy": float((masks[labelled] == labels[labelled]).mean()) if labelled.any() else None,
+        }
+    return {
+        "class_iou": dict(zip(CLASSES, scores["class_iou"])),
+        "mean_iou": scores["mean_iou"],
+        "binary_iou": binary["iou"],
+        "binary_f_max": binary["f_max"],
+        "confident_labels": confident,
+    }
 
 
-def write_annotations(store_dir: str | os.PathLike, model: nn.Module, n: int, generator: str = "default-stylegan2",
-                      threshold: float = 0.6, image_seed: int = 0, device: str = "cpu") -> AnnotationStore:
+def write_annotations(
+    store_dir: str | os.PathLike,
+    model: nn.Module,
+    n: int,
+    generator: str = "default-stylegan2",
+    threshold: float = 0.6,
+    image_seed: int = 0,
+    device: str = "cpu",
+) -> AnnotationStore:
     """Annotates images 0..n-1 of the seeded sequence with the labeller's confident labels (module docstring)."""
     G = load(generator, device).eval()
     store = AnnotationStore.open_or_create(store_dir, generator, "multiclass", CLASSES)
@@ -157,16 +170,25 @@ def write_annotations(store_dir: str | os.PathLike, model: nn.Module, n: int, ge
     for i in range(n):
         if i in existing:
             if not np.array_equal(store.load(i).z, z[i]):
-                raise ValueError(f"sample {i} in {store.samples_dir} is not image {i} of seed {image_seed}; "
-                                 "use an empty folder")
+                raise ValueError(
+                    f"sample {i} in {store.samples_dir} is not image {i} of seed {image_seed}; use an empty folder"
+                )
             continue
         store.save(masks[i], z[i], None if seeds is None else seeds[i], truncation, sample_id=i)
     return store
 
 
-def simulate(store_dir: str | os.PathLike, n: int = 20, run_dir: str | os.PathLike | None = None,
-             generator: str = "default-stylegan2", threshold: float = 0.6, image_seed: int = 0,
-             config: LabellerConfig | None = None, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+def simulate(
+    store_dir: str | os.PathLike,
+    n: int = 20,
+    run_dir: str | os.PathLike | None = None,
+    generator: str = "default-stylegan2",
+    threshold: float = 0.6,
+    image_seed: int = 0,
+    config: LabellerConfig | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
     """Trains the labeller, writes n annotations and the report ``simulated_annotator.json``; returns the report."""
     config = config or LabellerConfig()
     store_dir = Path(store_dir)
@@ -176,11 +198,19 @@ def simulate(store_dir: str | os.PathLike, n: int = 20, run_dir: str | os.PathLi
     masks = np.stack([a.mask for a in store.load_all()])
     report = {
         "description": "annotations made by a 3-class U-Net trained on the procedural train split's ground truth: "
-                       "a pixel is labelled with the arg-max class where its softmax probability >= threshold, "
-                       f"else ignore ({MULTICLASS_IGNORE})",
-        "generator": generator, "n": n, "threshold": threshold, "image_seed": image_seed, "classes": CLASSES,
-        "labeller": {**asdict(config), "steps_reached": log["step"], "run_dir": str(run_dir.resolve()),
-                     "train_seconds": round(log["train_seconds"], 1)},
+        "a pixel is labelled with the arg-max class where its softmax probability >= threshold, "
+        f"else ignore ({MULTICLASS_IGNORE})",
+        "generator": generator,
+        "n": n,
+        "threshold": threshold,
+        "image_seed": image_seed,
+        "classes": CLASSES,
+        "labeller": {
+            **asdict(config),
+            "steps_reached": log["step"],
+            "run_dir": str(run_dir.resolve()),
+            "train_seconds": round(log["train_seconds"], 1),
+        },
         "labeller_val_scores": log["val"],
         "label_fractions": label_fractions(masks),
         "per_sample_label_fractions": [label_fractions(m) for m in masks],
@@ -205,12 +235,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = LabellerConfig(**{name: getattr(args, name) for name in asdict(defaults)})
     start = time.monotonic()
-    report = simulate(args.out_folder, args.n, args.run_dir, args.generator, args.threshold, args.image_seed,
-                      config, args.device)
+    report = simulate(
+        args.out_folder, args.n, args.run_dir, args.generator, args.threshold, args.image_seed, config, args.device
+    )
     val = report["labeller_val_scores"]
-    print(f"{args.n} annotations in {args.out_folder} ({time.monotonic() - start:.0f} s); labeller val: "
-          f"binary IoU {val['binary_iou']:.3f}, class IoU " +
-          ", ".join(f"{k} {v:.3f}" for k, v in val["class_iou"].items()))
+    print(
+        f"{args.n} annotations in {args.out_folder} ({time.monotonic() - start:.0f} s); labeller val: "
+        f"binary IoU {val['binary_iou']:.3f}, class IoU "
+        + ", ".join(f"{k} {v:.3f}" for k, v in val["class_iou"].items())
+    )
     print("labelled fractions:", {k: round(v, 3) for k, v in report["label_fractions"].items()})
 
 

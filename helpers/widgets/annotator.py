@@ -47,8 +47,19 @@ from helpers.semantic_projection.fitting import FitConfig, fit
 
 PREDICTION_RGB = (13, 198, 20)  # the reference's overlay colour for the positive class, blended 50 %
 STROKE_ALPHA = 0.6
-PALETTE = np.array([(255, 64, 64), (255, 255, 255), (64, 160, 255), (255, 200, 0), (200, 80, 255),
-                    (0, 220, 200), (255, 128, 0), (128, 255, 64)], dtype=np.float32)
+PALETTE = np.array(
+    [
+        (255, 64, 64),
+        (255, 255, 255),
+        (64, 160, 255),
+        (255, 200, 0),
+        (200, 80, 255),
+        (0, 220, 200),
+        (255, 128, 0),
+        (128, 255, 64),
+    ],
+    dtype=np.float32,
+)
 
 
 @dataclass(frozen=True)
@@ -70,8 +81,7 @@ class Stroke:
     points: list[tuple[float, float]]
 
 
-def paint_segment(mask: np.ndarray, p0: tuple[float, float], p1: tuple[float, float], size: float,
-                  value: int) -> None:
+def paint_segment(mask: np.ndarray, p0: tuple[float, float], p1: tuple[float, float], size: float, value: int) -> None:
     """Sets pixels whose centres lie within size/2 of the segment p0–p1 ((x, y) image coords) to value."""
     radius = size / 2
     (x0, y0), (x1, y1) = p0, p1
@@ -99,10 +109,20 @@ def _resize(image: np.ndarray, size: int, nearest: bool) -> np.ndarray:
 class Annotator:
     """Brush annotator widget over a generator; display it with ``annotator.widget`` (module docstring)."""
 
-    def __init__(self, workdir: str | os.PathLike, generator: str | os.PathLike | None = None, *,
-                 mode: str | None = None, classes: list[str] | None = None, seed: int | None = None,
-                 truncation: float | None = None, display_size: int = 384, brush_size: float | None = None,
-                 fit_config: FitConfig | None = None, device: str = "cpu"):
+    def __init__(
+        self,
+        workdir: str | os.PathLike,
+        generator: str | os.PathLike | None = None,
+        *,
+        mode: str | None = None,
+        classes: list[str] | None = None,
+        seed: int | None = None,
+        truncation: float | None = None,
+        display_size: int = 384,
+        brush_size: float | None = None,
+        fit_config: FitConfig | None = None,
+        device: str = "cpu",
+    ):
         """Opens (or creates, given ``generator``; mode default "binary") the store in workdir/data, shows an image.
 
         ``seed`` fixes the image sequence (default: random); ``truncation`` defaults to the generator's
@@ -122,8 +142,9 @@ class Annotator:
             self.truncation = None
         self.fit_config = fit_config or FitConfig(num_classes=self.store.num_classes)
         if self.fit_config.num_classes != self.store.num_classes:
-            raise ValueError(f"fit_config.num_classes {self.fit_config.num_classes} != the store's "
-                             f"{self.store.num_classes} classes")
+            raise ValueError(
+                f"fit_config.num_classes {self.fit_config.num_classes} != the store's {self.store.num_classes} classes"
+            )
         self.resolution = self.store.resolution
         self.display_size = display_size
         self.scale = display_size / self.resolution
@@ -301,15 +322,26 @@ class Annotator:
         self._render_image()
         return result.decoder
 
-    def generate(self, n_total: int = 10_000, shard_size: int = 1000, batch_size: int = 16, seed: int = 0,
-                 progress: bool = True) -> Path:
+    def generate(
+        self, n_total: int = 10_000, shard_size: int = 1000, batch_size: int = 16, seed: int = 0, progress: bool = True
+    ) -> Path:
         """Writes a synthetic dataset with the current decoder into workdir/generated/<decoder version>."""
         if self.decoder is None or self.decoder_dir is None:
             raise ValueError("no decoder yet: save some annotations and press Retrain first")
         folder = self.workdir / "generated" / self.decoder_dir.name
         attrs = {"generator": self.store.generator.to_json(), "decoder": str(self.decoder_dir / "decoder.pt")}
-        return generate_dataset(self.G, self.decoder, folder, n_total, shard_size, batch_size, seed,
-                                self.truncation, attrs=attrs, progress=progress)
+        return generate_dataset(
+            self.G,
+            self.decoder,
+            folder,
+            n_total,
+            shard_size,
+            batch_size,
+            seed,
+            self.truncation,
+            attrs=attrs,
+            progress=progress,
+        )
 
     # ----------------------------------------------------------------------------------------- display
 
@@ -324,19 +356,33 @@ class Annotator:
         self.canvas.on_key_down(self._key)
         self.mode_buttons = widgets.ToggleButtons(options=list(self.values), value=self.mode, description="brush")
         self.mode_buttons.observe(lambda change: self.set_mode(change["new"]), names="value")
-        self.brush_slider = widgets.IntSlider(value=round(self.brush_size), min=1, max=self.resolution,
-                                              description="size (px)")
+        self.brush_slider = widgets.IntSlider(
+            value=round(self.brush_size), min=1, max=self.resolution, description="size (px)"
+        )
         self.brush_slider.observe(lambda change: self.set_brush(change["new"]), names="value")
-        actions = {"Undo": self.undo, "OK": self.ok, "Skip": self.skip, "Retrain": self.retrain,
-                   "Generate": self.generate}
+        actions = {
+            "Undo": self.undo,
+            "OK": self.ok,
+            "Skip": self.skip,
+            "Retrain": self.retrain,
+            "Generate": self.generate,
+        }
         self.buttons = {name: widgets.Button(description=name) for name in actions}
         for name, button in self.buttons.items():
             button.on_click(lambda _, action=actions[name]: self._run(action))
         self.buttons["Generate"].disabled = self.decoder is None
         self.status = widgets.HTML()
         self.output = widgets.Output()
-        self.widget = widgets.VBox([self.canvas, self.mode_buttons, self.brush_slider,
-                                    widgets.HBox(list(self.buttons.values())), self.status, self.output])
+        self.widget = widgets.VBox(
+            [
+                self.canvas,
+                self.mode_buttons,
+                self.brush_slider,
+                widgets.HBox(list(self.buttons.values())),
+                self.status,
+                self.output,
+            ]
+        )
 
     def _run(self, action: Any) -> None:
         """Runs a button's action with the buttons disabled; errors are shown, not raised into the frontend."""
@@ -366,8 +412,10 @@ class Annotator:
 
     def _update_status(self) -> None:
         decoder = self.decoder_dir.name if self.decoder_dir else "none (press Retrain)"
-        self.status.value = (f"image #{self._current.index} · {len(self.store)} saved · store version "
-                             f"{self.store.version} · decoder {decoder}")
+        self.status.value = (
+            f"image #{self._current.index} · {len(self.store)} saved · store version "
+            f"{self.store.version} · decoder {decoder}"
+        )
 
     def _colour(self, value: int) -> np.ndarray:
         """Display colour of a mask value."""

@@ -32,14 +32,27 @@ def png_bytes(array: np.ndarray, scale: int = 1) -> bytes:
 class DirectionExplorer:
     """Dropdown of directions, magnitude slider and seed; shows G(z), G(z + r h) and the lighting mask."""
 
-    def __init__(self, G: Generator, directions: dict[str, Tensor], magnitude: float = 5.0,
-                 max_magnitude: float = 10.0, seed: int = 0, scale: int = 4):
+    def __init__(
+        self,
+        G: Generator,
+        directions: dict[str, Tensor],
+        magnitude: float = 5.0,
+        max_magnitude: float = 10.0,
+        seed: int = 0,
+        scale: int = 4,
+    ):
         if not directions:
             raise ValueError("DirectionExplorer needs at least one direction")
         self.G, self.directions, self.scale = G.eval(), {k: v.reshape(-1) for k, v in directions.items()}, scale
         self.direction = widgets.Dropdown(options=list(self.directions), description="direction")
-        self.magnitude = widgets.FloatSlider(value=magnitude, min=-max_magnitude, max=max_magnitude, step=0.25,
-                                             description="shift r", continuous_update=True)
+        self.magnitude = widgets.FloatSlider(
+            value=magnitude,
+            min=-max_magnitude,
+            max=max_magnitude,
+            step=0.25,
+            description="shift r",
+            continuous_update=True,
+        )
         self.seed = widgets.IntText(value=seed, description="seed")
         self.tiles = {name: widgets.Image(format="png") for name in ("original", "shifted", "mask")}
         captions = [widgets.VBox([widgets.Label(name), tile]) for name, tile in self.tiles.items()]
@@ -67,7 +80,9 @@ class DirectionExplorer:
             self.tiles[name].value = png_bytes(array, self.scale)
         return views
 
-    def set(self, direction: str | None = None, magnitude: float | None = None, seed: int | None = None) -> dict[str, np.ndarray]:
+    def set(
+        self, direction: str | None = None, magnitude: float | None = None, seed: int | None = None
+    ) -> dict[str, np.ndarray]:
         """Moves the controls as a user would (each change re-renders through the observers)."""
         if direction is not None:
             if direction not in self.directions:

@@ -37,8 +37,12 @@ def test_resume_accepts_changed_resumable_settings_only(tmp_path):
 def test_resume_refuses_other_expected_entries_with_the_callers_words(tmp_path):
     run = _run_with_checkpoint(tmp_path)
     with pytest.raises(ValueError, match=r"written by another run \(a\); use a new run folder\."):
-        run.resume({"lr": 0.1, "steps": 10}, clash=lambda s: f"was written by another run ({s['method']})",
-                   remedy="", expect={"method": "b"})
+        run.resume(
+            {"lr": 0.1, "steps": 10},
+            clash=lambda s: f"was written by another run ({s['method']})",
+            remedy="",
+            expect={"method": "b"},
+        )
     assert len(run.read_log()) == 6  # a refused resume leaves the log alone
 
 

@@ -93,8 +93,9 @@ def encode_quietly(*args, **kwargs):
 
 def test_preprocess_exact_values_and_centre_crop_offset() -> None:
     # 3x2 (WxH): shorter side already 2, so no resize; the crop offset is round(0.5) = 0, as in torchvision
-    pixels = np.array([[[0, 51, 255], [102, 0, 0], [255, 255, 255]],
-                       [[255, 0, 0], [0, 255, 0], [0, 0, 255]]], dtype=np.uint8)
+    pixels = np.array(
+        [[[0, 51, 255], [102, 0, 0], [255, 255, 255]], [[255, 0, 0], [0, 255, 0], [0, 0, 255]]], dtype=np.uint8
+    )
     out = preprocess(Image.fromarray(pixels), 2)
     assert out.dtype == np.float32 and out.shape == (3, 2, 2)
     expected = (2 * (pixels[:, :2].astype(np.float32) / 255) - 1).transpose(2, 0, 1)
@@ -298,8 +299,9 @@ class FakeEncodeSignature:
 def fake_tf(monkeypatch):
     """Fake tensorflow / tensorflow_hub modules whose hub.load returns an object with the fake signature."""
     signature = FakeEncodeSignature()
-    tf = types.SimpleNamespace(float32="float32",
-                               convert_to_tensor=lambda x, dtype: np.asarray(x, {"float32": np.float32}[dtype]))
+    tf = types.SimpleNamespace(
+        float32="float32", convert_to_tensor=lambda x, dtype: np.asarray(x, {"float32": np.float32}[dtype])
+    )
     hub = types.SimpleNamespace(handles=[])
 
     def load(handle: str):

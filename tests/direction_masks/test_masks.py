@@ -165,13 +165,15 @@ def _mask(rows: list[str]) -> np.ndarray:
 
 
 def test_components_use_8_connectivity_and_strict_ratio():
-    mask = _mask([
-        "##.....",
-        "##.....",
-        "..#....",  # joined to the 2x2 block diagonally: one component of area 5
-        ".......",
-        "......#",  # area 1: ratio exactly 0.2, removed
-    ])
+    mask = _mask(
+        [
+            "##.....",
+            "##.....",
+            "..#....",  # joined to the 2x2 block diagonally: one component of area 5
+            ".......",
+            "......#",  # area 1: ratio exactly 0.2, removed
+        ]
+    )
     expected = mask.copy()
     expected[4, 6] = False
     assert np.array_equal(components_filter_single(mask), expected)
@@ -234,9 +236,17 @@ def test_filters_can_be_switched_off(G, direction):
     assert torch.equal(raw.masks, (gray(images) < gray(shifted)).long())
 
 
-@pytest.mark.parametrize("rule,refine,min_consistency,max_border", [
-    ("lighting", "none", 0.0, 1.0), ("mean_thr", "none", 0.0, 1.0), ("lighting", "grabcut", 0.0, 1.0),
-    ("lighting", "grabcut", 0.7, 1.0), ("mean_thr", "none", 0.0, 0.1), ("lighting", "grabcut", 0.7, 0.1)])
+@pytest.mark.parametrize(
+    "rule,refine,min_consistency,max_border",
+    [
+        ("lighting", "none", 0.0, 1.0),
+        ("mean_thr", "none", 0.0, 1.0),
+        ("lighting", "grabcut", 0.0, 1.0),
+        ("lighting", "grabcut", 0.7, 1.0),
+        ("mean_thr", "none", 0.0, 0.1),
+        ("lighting", "grabcut", 0.7, 0.1),
+    ],
+)
 def test_vectorised_rules_are_bit_identical_to_per_image_rules(G, direction, rule, refine, min_consistency, max_border):
     z = G.sample_z(24, seed=10)
     images, shifted = G(torch.cat([z, z + 5.0 * direction])).chunk(2)

@@ -25,7 +25,7 @@ class SquareTeacher(nn.Module):
         self.seen.append(x)
         logits = torch.zeros(len(x), 2, *x.shape[-2:])
         logits[:, 0] = 5.0
-        logits[:, :, self.lo:self.hi, self.lo:self.hi] = torch.tensor([0.0, 5.0])[:, None, None]
+        logits[:, :, self.lo : self.hi, self.lo : self.hi] = torch.tensor([0.0, 5.0])[:, None, None]
         return logits + self.offset
 
 

@@ -11,8 +11,14 @@ import pytest
 from experiments.pretraining_sweep import VAL_SWEEP, run_sweep, sweep_variants
 from helpers.layermatch.pretraining import AutoencoderConfig, LayerMatchConfig
 
-BASE = dict(generator="default-stylegan2", backbone=dict(width=4, depths=[1, 1, 1, 1]), steps=2, batch_size=2,
-            log_every=1, seed=0)
+BASE = dict(
+    generator="default-stylegan2",
+    backbone=dict(width=4, depths=[1, 1, 1, 1]),
+    steps=2,
+    batch_size=2,
+    log_every=1,
+    seed=0,
+)
 
 
 def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -28,8 +34,7 @@ def test_the_documented_table_builds_one_change_per_variant():
     assert variants["no reconstruction term"].inject is None
     assert variants["2x pre-training steps"].steps == 600
     assert isinstance(variants["autoencoder"], AutoencoderConfig) and variants["autoencoder"].steps == 300
-    changed = {name for name, config in variants.items()
-               if isinstance(config, LayerMatchConfig) and config != default}
+    changed = {name for name, config in variants.items() if isinstance(config, LayerMatchConfig) and config != default}
     assert changed == set(VAL_SWEEP) - {"random", "layermatch (res4-16, inject res8)", "autoencoder"}
     with pytest.raises(TypeError):
         sweep_variants(BASE, {"typo": {"rec_wieght": 2.0}})
@@ -49,6 +54,8 @@ def test_tiny_sweep_scores_every_arm_on_val_and_resumes_for_free(tmp_path, monke
     assert "rec" not in result["pretraining"]["no rec"]["last_log"]
     json.dumps(result)  # the script writes it as is
 
-    monkeypatch.setattr("helpers.layermatch.fewshot.evaluate_arrays", lambda *a, **k: pytest.fail("a finished run is re-scored"))
+    monkeypatch.setattr(
+        "helpers.layermatch.fewshot.evaluate_arrays", lambda *a, **k: pytest.fail("a finished run is re-scored")
+    )
     again = run_sweep(*args)
     assert again["runs"] == result["runs"]

@@ -164,8 +164,15 @@ def test_bigbigan_config_and_parameter_count(bigbigan_meta):
     assert model.shared.weight.numel() == 128_000
     assert model.dim_z == 120 and model.resolution == 128 and model.chunk == 20
     assert model.config == dict(
-        resolution=128, ch=96, dim_z=120, shared_dim=128, n_classes=1000, attention=[64],
-        bn_eps=1e-4, sn_eps=1e-4, output_bn_eps=1e-5,
+        resolution=128,
+        ch=96,
+        dim_z=120,
+        shared_dim=128,
+        n_classes=1000,
+        attention=[64],
+        bn_eps=1e-4,
+        sn_eps=1e-4,
+        output_bn_eps=1e-5,
     )
     assert model.output_layer[0].eps == 1e-5 and model.blocks[0][0].bn1.eps == 1e-4
     assert model.linear.sn_eps == 1e-4

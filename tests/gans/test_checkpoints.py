@@ -15,7 +15,11 @@ SMALL_BIGGAN = dict(resolution=32, ch=2, dim_z=16, shared_dim=4, n_classes=1, at
 
 
 def test_our_format_round_trips_every_class(tmp_path):
-    models = [BigGAN(**SMALL_BIGGAN), StyleGAN2(32, dim_z=16, n_mlp=2, fmap_base=64, fmap_max=16), LatentEncoder(16, 32, 8, 16)]
+    models = [
+        BigGAN(**SMALL_BIGGAN),
+        StyleGAN2(32, dim_z=16, n_mlp=2, fmap_base=64, fmap_max=16),
+        LatentEncoder(16, 32, 8, 16),
+    ]
     models[1].estimate_latent_avg(64)
     for i, model in enumerate(models):
         model.eval()

@@ -152,8 +152,9 @@ def test_full_size_conversion_has_the_released_166_keys() -> None:
     assert len(state) == 166 and set(state) == set(reference)
     assert {k: tuple(v.shape) for k, v in state.items()} == {k: tuple(v.shape) for k, v in reference.items()}
     assert all(torch.equal(state[k], torch.ones(1)) for k in state if k.endswith(".sv0"))
-    assert infer_biggan_config(state) == dict(resolution=128, ch=96, dim_z=120, shared_dim=128, n_classes=1000,
-                                              attention=[64])
+    assert infer_biggan_config(state) == dict(
+        resolution=128, ch=96, dim_z=120, shared_dim=128, n_classes=1000, attention=[64]
+    )
 
 
 def test_ema_copies_are_preferred() -> None:
@@ -161,8 +162,16 @@ def test_ema_copies_are_preferred() -> None:
     expected = model.state_dict()
     variables = to_tf_layout(numpy_state(model), SMALL["shared_dim"], raw_offset=1.0)
     ema, raw = tf_to_torch_state_dict(variables), tf_to_torch_state_dict(variables, use_ema=False)
-    for key in ("shared.weight", "linear.weight", "linear.bias", "blocks.1.0.conv_sc.weight",
-                "blocks.0.0.bn2.gain.weight", "blocks.2.1.gamma", "output_layer.0.gain", "output_layer.2.bias"):
+    for key in (
+        "shared.weight",
+        "linear.weight",
+        "linear.bias",
+        "blocks.1.0.conv_sc.weight",
+        "blocks.0.0.bn2.gain.weight",
+        "blocks.2.1.gamma",
+        "output_layer.0.gain",
+        "output_layer.2.bias",
+    ):
         assert torch.equal(ema[key], expected[key]) and torch.allclose(raw[key], expected[key] + 1), key
     for key in ("linear.u0", "blocks.0.0.bn1.stored_var", "output_layer.0.stored_mean", "blocks.2.1.o.u0"):
         assert torch.equal(ema[key], expected[key]) and torch.equal(raw[key], expected[key]), key
@@ -190,8 +199,10 @@ def test_missing_unused_and_mis_shaped_variables_are_all_listed() -> None:
     msg = str(err.value)
     assert "missing variables (1):\n    GenEncWrapper/Generator/GBlock_2/BatchNorm_1/accumulated_var" in msg
     assert "unused variables (1):\n    GenEncWrapper/Generator/GBlock/extra/w" in msg
-    assert "shape mismatches (1):\n    GenEncWrapper/Generator/GBlock_3/conv_sc/w/ema_0.9999: (1, 1, 8, 16), " \
-           "expected (1, 1, 16, 8) (for blocks.3.0.conv_sc.weight)" in msg
+    assert (
+        "shape mismatches (1):\n    GenEncWrapper/Generator/GBlock_3/conv_sc/w/ema_0.9999: (1, 1, 8, 16), "
+        "expected (1, 1, 16, 8) (for blocks.3.0.conv_sc.weight)" in msg
+    )
     assert "/u1" not in msg and "accumulation_counter" not in msg  # dropped on purpose, never reported
 
 
@@ -248,8 +259,15 @@ def test_toy_module_converts_and_agrees_with_tf_layer_by_layer(toy_dir, tmp_path
     from helpers.gans.convert.tf_toy import TOY_CONFIG
 
     variables = read_hub_variables(toy_dir)
-    for name in ("GBlock_4/conv1/w", "GBlock_4/conv1/w" + EMA, "GBlock_4/conv1/u1", "attention/gamma" + EMA,
-                 "GBlock/BatchNorm/accumulation_counter", "linear/w" + EMA, "BatchNorm/offset" + EMA):
+    for name in (
+        "GBlock_4/conv1/w",
+        "GBlock_4/conv1/w" + EMA,
+        "GBlock_4/conv1/u1",
+        "attention/gamma" + EMA,
+        "GBlock/BatchNorm/accumulation_counter",
+        "linear/w" + EMA,
+        "BatchNorm/offset" + EMA,
+    ):
         assert P + name in variables, name
     assert not np.array_equal(variables[P + "linear/w"], variables[P + "linear/w" + EMA])
 

@@ -28,13 +28,21 @@ def _spec_layout(n_blocks: int) -> set[str]:
     keys |= {f"mapping.{i}.{p}" for i in range(1, 16, 2) for p in ("weight_orig", "bias_orig")}
     for k in range(n_blocks):
         for slot in ("1", "2") if k else ("2",):
-            keys |= {f"blocks.{k}.conv{slot}.weight_orig", f"blocks.{k}.conv{slot}.affine.weight_orig",
-                     f"blocks.{k}.conv{slot}.affine.bias", f"blocks.{k}.addnoise{slot}.scale_factors",
-                     f"blocks.{k}.bias_act{slot}.bias"}
+            keys |= {
+                f"blocks.{k}.conv{slot}.weight_orig",
+                f"blocks.{k}.conv{slot}.affine.weight_orig",
+                f"blocks.{k}.conv{slot}.affine.bias",
+                f"blocks.{k}.addnoise{slot}.scale_factors",
+                f"blocks.{k}.bias_act{slot}.bias",
+            }
         if k:
             keys.add(f"blocks.{k}.conv1.blur.kernel")
-        keys |= {f"to_rgbs.{k}.conv1.weight_orig", f"to_rgbs.{k}.conv1.affine.weight_orig",
-                 f"to_rgbs.{k}.conv1.affine.bias", f"to_rgbs.{k}.bias1.bias"}
+        keys |= {
+            f"to_rgbs.{k}.conv1.weight_orig",
+            f"to_rgbs.{k}.conv1.affine.weight_orig",
+            f"to_rgbs.{k}.conv1.affine.bias",
+            f"to_rgbs.{k}.bias1.bias",
+        }
     return keys
 
 
@@ -47,13 +55,21 @@ def test_full_size_layout_is_saic_netGA(resolution, n_keys, n_ros_keys, params_m
     assert set(state) == _spec_layout(n_blocks=len(model.channels))
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == params_m
     shapes = {
-        "constant_tensor": (1, 512, 4, 4), "mapping.15.weight_orig": (512, 512), "mapping.1.bias_orig": (512,),
-        "blocks.0.conv2.weight_orig": (512, 512, 3, 3), "blocks.0.conv2.affine.weight_orig": (512, 512),
-        "blocks.5.conv1.weight_orig": (256, 512, 3, 3), "blocks.5.conv1.affine.weight_orig": (512, 512),
-        "blocks.5.conv1.affine.bias": (512,), "blocks.6.conv2.affine.weight_orig": (128, 512),
-        "blocks.7.bias_act1.bias": (64,), "blocks.3.addnoise1.scale_factors": (1, 1, 1, 1),
-        "blocks.7.conv1.blur.kernel": (4, 4), "to_rgbs.7.conv1.weight_orig": (3, 64, 1, 1),
-        "to_rgbs.7.conv1.affine.weight_orig": (64, 512), "to_rgbs.0.bias1.bias": (1, 3, 1, 1),
+        "constant_tensor": (1, 512, 4, 4),
+        "mapping.15.weight_orig": (512, 512),
+        "mapping.1.bias_orig": (512,),
+        "blocks.0.conv2.weight_orig": (512, 512, 3, 3),
+        "blocks.0.conv2.affine.weight_orig": (512, 512),
+        "blocks.5.conv1.weight_orig": (256, 512, 3, 3),
+        "blocks.5.conv1.affine.weight_orig": (512, 512),
+        "blocks.5.conv1.affine.bias": (512,),
+        "blocks.6.conv2.affine.weight_orig": (128, 512),
+        "blocks.7.bias_act1.bias": (64,),
+        "blocks.3.addnoise1.scale_factors": (1, 1, 1, 1),
+        "blocks.7.conv1.blur.kernel": (4, 4),
+        "to_rgbs.7.conv1.weight_orig": (3, 64, 1, 1),
+        "to_rgbs.7.conv1.affine.weight_orig": (64, 512),
+        "to_rgbs.0.bias1.bias": (1, 3, 1, 1),
         "upscale2x.kernel": (4, 4),
     }
     if resolution == 1024:
@@ -79,8 +95,13 @@ def test_output_shape_and_features():
     feats = model.features(z, noise_seed=5)
     assert list(feats) == ["res4", "res8", "res16", "res32", "image"]
     sizes = {k: tuple(v.shape) for k, v in feats.items()}
-    assert sizes == {"res4": (3, 32, 4, 4), "res8": (3, 32, 8, 8), "res16": (3, 32, 16, 16),
-                     "res32": (3, 16, 32, 32), "image": (3, 3, 32, 32)}
+    assert sizes == {
+        "res4": (3, 32, 4, 4),
+        "res8": (3, 32, 8, 8),
+        "res16": (3, 32, 16, 16),
+        "res32": (3, 16, 32, 32),
+        "image": (3, 3, 32, 32),
+    }
     assert torch.equal(feats["image"], image)
     after_act = []
     hooks = [block.bias_act2.register_forward_hook(lambda m, i, o: after_act.append(o)) for block in model.blocks]

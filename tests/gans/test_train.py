@@ -16,8 +16,18 @@ SMALL = {
 
 
 def _config(generator="biggan", **kw):
-    kw = {"data": DATA, "generator_config": SMALL[generator], "batch_size": 8, "d_ch": 8, "steps": 2,
-          "checkpoint_every": 1, "sample_every": 2, "ema_start": 1, "threads": 1, **kw}
+    kw = {
+        "data": DATA,
+        "generator_config": SMALL[generator],
+        "batch_size": 8,
+        "d_ch": 8,
+        "steps": 2,
+        "checkpoint_every": 1,
+        "sample_every": 2,
+        "ema_start": 1,
+        "threads": 1,
+        **kw,
+    }
     return TrainConfig.for_generator(generator, **kw)
 
 

@@ -48,8 +48,9 @@ def test_finetune_resumes_and_caches_scores(tmp_path, monkeypatch):
     def run(steps: int) -> dict:
         model = comparison_models(2, {"random": None}, TINY, seed=0)["random"]
         settings.steps = steps
-        return finetune_and_evaluate(tmp_path / "run", model, images[:3], labels[:3], eval_images, eval_labels > 0,
-                                     settings, batch_size=8)
+        return finetune_and_evaluate(
+            tmp_path / "run", model, images[:3], labels[:3], eval_images, eval_labels > 0, settings, batch_size=8
+        )
 
     first = run(2)
     assert first["n_images"] == 4 and 0 <= first["iou"] <= 1
@@ -62,8 +63,12 @@ def test_finetune_resumes_and_caches_scores(tmp_path, monkeypatch):
 
 
 def test_summarise_and_plot():
-    records = [{"arm": arm, "k": k, "seed": s, "iou": base + 0.01 * s + 0.001 * k}
-               for arm, base in (("random", 0.2), ("layermatch", 0.5)) for k in (5, 10) for s in (0, 1, 2)]
+    records = [
+        {"arm": arm, "k": k, "seed": s, "iou": base + 0.01 * s + 0.001 * k}
+        for arm, base in (("random", 0.2), ("layermatch", 0.5))
+        for k in (5, 10)
+        for s in (0, 1, 2)
+    ]
     summary = summarise(records)
     assert list(summary) == ["random", "layermatch"] and list(summary["random"]) == ["5", "10"]
     cell = summary["layermatch"]["10"]

@@ -68,8 +68,11 @@ def _random_stylegan2() -> StyleGAN2:
     return model.eval()
 
 
-@pytest.mark.parametrize("make", [_random_biggan, _random_stylegan2, lambda: load(GENERATORS[0]),
-                                  lambda: load(GENERATORS[1])], ids=["biggan", "stylegan2", *GENERATORS])
+@pytest.mark.parametrize(
+    "make",
+    [_random_biggan, _random_stylegan2, lambda: load(GENERATORS[0]), lambda: load(GENERATORS[1])],
+    ids=["biggan", "stylegan2", *GENERATORS],
+)
 def test_reinjecting_true_features_reproduces_the_image(make):
     G = make()
     z = G.sample_z(3, seed=5)
@@ -118,8 +121,9 @@ def test_heads_give_exactly_the_generator_shapes(generator, stem, head_source):
 def test_head_sources_pick_nearest_or_deepest():
     targets = {f"res{r}": (8, r, r) for r in (4, 8, 16, 32, 64)}
     small = ResNetBackbone(**TINY, stem="small")
-    assert head_sources(small, 64, targets) == dict(res4="layer4", res8="layer3", res16="layer2", res32="layer1",
-                                                    res64="stem")
+    assert head_sources(small, 64, targets) == dict(
+        res4="layer4", res8="layer3", res16="layer2", res32="layer1", res64="stem"
+    )
     imagenet = ResNetBackbone(**TINY, stem="imagenet")  # maps 32, 16, 8, 4, 2 px; res4 sits exactly on layer3
     assert head_sources(imagenet, 64, targets)["res4"] == "layer3"
     assert head_sources(imagenet, 64, {"res3": (8, 3, 3)})["res3"] == "layer3"  # 3 px is nearer 4 than 2 in log scale
@@ -129,8 +133,9 @@ def test_head_sources_pick_nearest_or_deepest():
 
 
 def _config(cls, generator: str, **overrides):
-    base = dict(generator=generator, backbone=TINY, batch_size=4, lr=3e-3, checkpoint_every=1000, log_every=1,
-                norm_batch=16)
+    base = dict(
+        generator=generator, backbone=TINY, batch_size=4, lr=3e-3, checkpoint_every=1000, log_every=1, norm_batch=16
+    )
     if cls is AutoencoderConfig:
         base.pop("norm_batch")
     return cls(**{**base, **overrides})
@@ -255,8 +260,9 @@ def test_comparison_arms_share_decoders_and_load_backbones(tmp_path):
     trainer.train(steps=1, progress=False)
     models = comparison_models(2, {"random": None, "layermatch": tmp_path / "lm" / "backbone.pt"}, seed=4)
     assert models["random"].backbone.config == models["layermatch"].backbone.config == trainer.backbone.config
-    for (k, a), (_, b) in zip(models["random"].decoder.state_dict().items(),
-                              models["layermatch"].decoder.state_dict().items()):
+    for (k, a), (_, b) in zip(
+        models["random"].decoder.state_dict().items(), models["layermatch"].decoder.state_dict().items()
+    ):
         assert torch.equal(a, b), k
     saved = models["layermatch"].backbone.state_dict()
     for k, a in trainer.backbone.state_dict().items():
@@ -265,5 +271,6 @@ def test_comparison_arms_share_decoders_and_load_backbones(tmp_path):
     again = build_segmentation_model(2, None, trainer.backbone.config, seed=4)
     assert torch.equal(again.backbone.stem[0].weight, models["random"].backbone.stem[0].weight)
     with pytest.raises(ValueError, match="differ"):
-        comparison_models(2, {"random": None, "layermatch": tmp_path / "lm" / "backbone.pt"},
-                          backbone_config={**TINY, "width": 8})
+        comparison_models(
+            2, {"random": None, "layermatch": tmp_path / "lm" / "backbone.pt"}, backbone_config={**TINY, "width": 8}
+        )

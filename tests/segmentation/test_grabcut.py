@@ -81,8 +81,10 @@ def test_trimap_grabcut_fixes_the_sure_pixels(monkeypatch):
     monkeypatch.setattr(grabcut, "_fit", lambda image, labels, iterations: seen.append(labels) or labels > 9)
     p = np.array([[0.95, 0.9, 0.7, 0.5], [0.49, 0.2, 0.01, 0.005]], np.float32)
     TrimapGrabCut().masks(np.zeros((1, 2, 4, 3), np.uint8), p[None])
-    expected = [[cv2.GC_FGD, cv2.GC_PR_FGD, cv2.GC_PR_FGD, cv2.GC_PR_FGD],
-                [cv2.GC_PR_BGD, cv2.GC_PR_BGD, cv2.GC_PR_BGD, cv2.GC_BGD]]
+    expected = [
+        [cv2.GC_FGD, cv2.GC_PR_FGD, cv2.GC_PR_FGD, cv2.GC_PR_FGD],
+        [cv2.GC_PR_BGD, cv2.GC_PR_BGD, cv2.GC_PR_BGD, cv2.GC_BGD],
+    ]
     assert len(seen) == 1 and np.array_equal(seen[0], expected)
 
 

@@ -41,7 +41,7 @@ def squares(n, size=32, seed=0):
     for i in range(n):
         side = rng.integers(8, 16)
         y, x = rng.integers(0, size - side, 2)
-        masks[i, y:y + side, x:x + side] = True
+        masks[i, y : y + side, x : x + side] = True
     images[masks] = rng.integers(170, 255, (masks.sum(), 3), dtype=np.uint8)
     return images, masks
 
@@ -66,16 +66,25 @@ def settings(**kw):
 
 # --- U-Net ------------------------------------------------------------------------------------------------------
 
+
 def test_unet_reference_layout():
     model = UNet()
     state = model.state_dict()
     assert sum(p.numel() for p in model.parameters()) == 13_395_394
     assert len(state) == 128
     assert [k for k in state if k.startswith("inc.")][:5] == [
-        "inc.double_conv.0.weight", "inc.double_conv.0.bias", "inc.double_conv.1.weight",
-        "inc.double_conv.1.bias", "inc.double_conv.1.running_mean"]
-    assert {k.split(".")[0] for k in state} == {"inc", *(f"down{k}" for k in range(1, 5)),
-                                               *(f"up{k}" for k in range(1, 5)), "outc"}
+        "inc.double_conv.0.weight",
+        "inc.double_conv.0.bias",
+        "inc.double_conv.1.weight",
+        "inc.double_conv.1.bias",
+        "inc.double_conv.1.running_mean",
+    ]
+    assert {k.split(".")[0] for k in state} == {
+        "inc",
+        *(f"down{k}" for k in range(1, 5)),
+        *(f"up{k}" for k in range(1, 5)),
+        "outc",
+    }
     assert state["down4.maxpool_conv.1.double_conv.3.weight"].shape == (512, 512, 3, 3)
     assert state["up1.conv.double_conv.0.weight"].shape == (256, 1024, 3, 3)
     assert state["up4.conv.double_conv.4.num_batches_tracked"].shape == ()
@@ -99,6 +108,7 @@ def test_unet_width_scales_channels():
 
 
 # --- batch sources ----------------------------------------------------------------------------------------------
+
 
 def test_array_batches_are_seeded_epochs_with_consistent_flips():
     images, masks = squares(10, size=16)
@@ -156,8 +166,13 @@ def test_dihedral_augmentation_moves_images_and_labels_together_and_is_seeded(tm
     views = source.sampler.views(0)
     assert all(torch.equal(xi, dihedral(pi, int(v))) for xi, pi, v in zip(x, plain_x, views))
     assert len(set(np.concatenate([source.sampler.views(s) for s in range(20)]).tolist())) == 8
-    write_shards(tmp_path, 12, lambda shard, n: {"images": images[6 * shard:6 * shard + n], "masks": masks[6 * shard:6 * shard + n]},
-                 shard_size=6, progress=False)
+    write_shards(
+        tmp_path,
+        12,
+        lambda shard, n: {"images": images[6 * shard : 6 * shard + n], "masks": masks[6 * shard : 6 * shard + n]},
+        shard_size=6,
+        progress=False,
+    )
     shard_x, shard_y = ShardBatches(tmp_path, 6, seed=2, augment="dihedral")(0)
     assert torch.equal(shard_x, x) and torch.equal(shard_y, y)
     with pytest.raises(ValueError, match="augment"):
@@ -188,13 +203,15 @@ def test_batch_function_accepts_step_callables_bare_callables_and_iterators():
 
 # --- training ---------------------------------------------------------------------------------------------------
 
+
 def test_trainer_learns_bright_squares(tmp_path):
     torch.manual_seed(0)
     images, masks = squares(64)
     trainer = SegmentationTrainer(tmp_path / "run", UNet(width=8), settings(steps=30), "cpu")
     val_images, val_masks = squares(16, seed=1)
-    val = mean_loss_on([(torch.from_numpy(val_images).permute(0, 3, 1, 2).float() / 127.5 - 1,
-                         torch.from_numpy(val_masks).long())])
+    val = mean_loss_on(
+        [(torch.from_numpy(val_images).permute(0, 3, 1, 2).float() / 127.5 - 1, torch.from_numpy(val_masks).long())]
+    )
     assert trainer.train(ArrayBatches(images, masks, 8, seed=0), progress=False, validation=val) == 30
     scores = evaluate_arrays(trainer.model, val_images, val_masks, batch_size=8)
     assert scores["iou"] > 0.9 and scores["f_max"] > 0.95 and scores["n_images"] == 16
@@ -247,7 +264,8 @@ def test_interrupt_saves_checkpoint(tmp_path):
 def test_resume_refuses_other_settings_or_model(tmp_path):
     images, masks = squares(4, size=16)
     SegmentationTrainer(tmp_path / "run", UNet(width=4), settings()).train(
-        ArrayBatches(images, masks, 2), steps=1, progress=False)
+        ArrayBatches(images, masks, 2), steps=1, progress=False
+    )
     with pytest.raises(ValueError, match="different settings"):
         SegmentationTrainer(tmp_path / "run", UNet(width=4), settings(lr=1e-3))
     with pytest.raises(ValueError, match="different model"):
@@ -308,13 +326,17 @@ def test_multiclass_scores_score_the_probabilities_given():
 
 # --- shards -----------------------------------------------------------------------------------------------------
 
+
 def make_batch_recording(calls):
     def make_batch(index, n):
         calls.append(index)
         rng = np.random.default_rng(index)
-        return {"images": rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8),
-                "masks": rng.random((n, 8, 8)) > 0.5,
-                "z": rng.standard_normal((n, 5)).astype(np.float32)}
+        return {
+            "images": rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8),
+            "masks": rng.random((n, 8, 8)) > 0.5,
+            "z": rng.standard_normal((n, 5)).astype(np.float32),
+        }
+
     return make_batch
 
 
@@ -325,8 +347,9 @@ def read_all(folder):
 
 def test_shards_resume_to_identical_content(tmp_path):
     calls = []
-    folder = write_shards(tmp_path / "s", 10, make_batch_recording(calls), shard_size=4, attrs={"seed": 1},
-                          progress=False)
+    folder = write_shards(
+        tmp_path / "s", 10, make_batch_recording(calls), shard_size=4, attrs={"seed": 1}, progress=False
+    )
     assert calls == [0, 1, 2] and [shard_path(folder, i).exists() for i in range(4)] == [True] * 3 + [False]
     before = read_all(folder)
     shard_path(folder, 2).unlink()
@@ -367,6 +390,7 @@ def test_shard_reader_batches(tmp_path):
 
 # --- inference and evaluation -----------------------------------------------------------------------------------
 
+
 def test_min_edge_size_floors_and_keeps_aspect():
     assert min_edge_size(300, 200, 128) == (192, 128)
     assert min_edge_size(200, 300, 128) == (128, 192)
@@ -404,7 +428,9 @@ def test_predict_proba_restores_mode_and_evaluate_perfect_model():
     scores = evaluate_arrays(Oracle(), images, masks, batch_size=4)
     assert scores["iou"] == 1.0 and scores["f_max"] == 1.0 and scores["accuracy"] == 1.0
 
-    dataset = [Sample(np.kron(image, np.ones((4, 4, 1), np.uint8)), np.kron(mask, np.ones((4, 4), bool)), str(i))
-               for i, (image, mask) in enumerate(zip(images, masks))]
+    dataset = [
+        Sample(np.kron(image, np.ones((4, 4, 1), np.uint8)), np.kron(mask, np.ones((4, 4), bool)), str(i))
+        for i, (image, mask) in enumerate(zip(images, masks))
+    ]
     scores = evaluate_folder(Oracle(), dataset, resize_to=32, limit=4, progress=False)
     assert scores["n_images"] == 4 and scores["iou"] > 0.95

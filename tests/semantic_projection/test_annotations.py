@@ -131,8 +131,9 @@ def test_generator_reference_is_checked(store, tmp_path, stylegan):
 
 
 def test_multiclass_mode(tmp_path, stylegan):
-    store = AnnotationStore.create(tmp_path / "mc", "default-stylegan2", "multiclass", ["sky", "road", "car"],
-                                   model=stylegan)
+    store = AnnotationStore.create(
+        tmp_path / "mc", "default-stylegan2", "multiclass", ["sky", "road", "car"], model=stylegan
+    )
     mask = np.full((64, 64), 255, np.uint8)
     mask[0, :3] = [0, 1, 2]
     saved = store.save(mask, _z(), 1, 0.5)

@@ -33,9 +33,9 @@ def _test_set(n=4, size=16):
     labels = np.zeros((n, size, size), np.int64)
     for i in range(n):
         y, x = rng.integers(2, size // 2, 2)
-        images[i, y:y + 6, x:x + 5] = 230
-        labels[i, y:y + 6, x:x + 5] = 1
-        labels[i, y:y + 2, x:x + 2] = 2
+        images[i, y : y + 6, x : x + 5] = 230
+        labels[i, y : y + 6, x : x + 5] = 1
+        labels[i, y : y + 2, x : x + 2] = 2
     images += rng.integers(0, 20, images.shape, dtype=np.uint8)
     return images, labels
 
@@ -50,8 +50,11 @@ def test_protocol_keys_name_the_configured_protocol_and_each_step_left_out():
     images, labels = _test_set()
     both = ScoringProtocols(images, labels, CLASSES, dihedral_tta=True, refit=TrimapGrabCut())
     assert [both.key(True, True), both.key(False, True), both.key(True, False), both.key(False, False)] == [
-        "procedural_test", "procedural_test_single_view", "procedural_test_without_grabcut",
-        "procedural_test_single_view_without_grabcut"]
+        "procedural_test",
+        "procedural_test_single_view",
+        "procedural_test_without_grabcut",
+        "procedural_test_single_view_without_grabcut",
+    ]
     plain = ScoringProtocols(images, labels, CLASSES, dihedral_tta=False, refit=None, name="ecssd")
     assert plain.key(False, False) == "ecssd"
 
@@ -61,8 +64,12 @@ def test_all_protocols_cost_one_pass_per_view_setting_and_the_configured_one_com
     model = CountingModel().eval()
     protocols = ScoringProtocols(images, labels, CLASSES, dihedral_tta=True, refit=TrimapGrabCut())
     results, (own, refined) = protocols.all(model)
-    assert list(results) == ["procedural_test", "procedural_test_without_grabcut", "procedural_test_single_view",
-                             "procedural_test_single_view_without_grabcut"]
+    assert list(results) == [
+        "procedural_test",
+        "procedural_test_without_grabcut",
+        "procedural_test_single_view",
+        "procedural_test_single_view_without_grabcut",
+    ]
     assert model.calls == 8 + 1  # eight views in one batch, then the single view
     assert results["procedural_test_without_grabcut"] == protocols.scores(own)
     assert results["procedural_test"] == protocols.scores(refined)
@@ -99,9 +106,15 @@ def _samples(G, n):
 
 
 def test_a_pipeline_run_names_its_stages_after_their_inputs_and_reuses_them(tmp_path, stylegan):
-    pipeline = ProjectionPipeline(stylegan, tmp_path, FitConfig(num_classes=3, width=8, epochs=1, min_epoch_size=2),
-                                  RefinerConfig(folds=2, members=1, steps=2), UNetRecipe(4, 2, batch=2, width=4),
-                                  num_classes=3, shard_size=4)
+    pipeline = ProjectionPipeline(
+        stylegan,
+        tmp_path,
+        FitConfig(num_classes=3, width=8, epochs=1, min_epoch_size=2),
+        RefinerConfig(folds=2, members=1, steps=2),
+        UNetRecipe(4, 2, batch=2, width=4),
+        num_classes=3,
+        shard_size=4,
+    )
     samples = _samples(stylegan, 2)
     run = pipeline.run(samples, n_synthetic=4)
     assert run.refiner is not None and run.trainer.step == 4

@@ -37,12 +37,15 @@ def _samples(G, n=2):
     z, seeds = draw_inputs(G, 0, range(n))
     labels = np.full((G.resolution, G.resolution), IGNORE_INDEX, np.int64)
     labels[:, :24], labels[:, 40:] = 1, 0
-    return [LabelledLatent(z[i], labels, None if seeds is None else seeds[i], 0.7 if seeds else None, f"s{i}")
-            for i in range(n)]
+    return [
+        LabelledLatent(z[i], labels, None if seeds is None else seeds[i], 0.7 if seeds else None, f"s{i}")
+        for i in range(n)
+    ]
 
 
-@pytest.mark.parametrize("name, channels", [("default-stylegan2", [128, 128, 128, 64, 32]),
-                                            ("default-biggan", [128, 128, 64, 32, 16])])
+@pytest.mark.parametrize(
+    "name, channels", [("default-stylegan2", [128, 128, 128, 64, 32]), ("default-biggan", [128, 128, 64, 32, 16])]
+)
 def test_decoder_shapes_on_default_generators(name, channels):
     G = load(name)
     decoder = build_decoder(G, num_classes=3)
@@ -53,8 +56,9 @@ def test_decoder_shapes_on_default_generators(name, channels):
 
 
 def test_reference_layout_and_tail():
-    reference = SemanticDecoder({f"res{4 * 2 ** i}": c for i, c in enumerate([512] * 5 + [256])},
-                                out_resolution=512, image_resolution=1024)
+    reference = SemanticDecoder(
+        {f"res{4 * 2**i}": c for i, c in enumerate([512] * 5 + [256])}, out_resolution=512, image_resolution=1024
+    )
     assert sum(p.numel() for p in reference.parameters()) == 4_942_530  # the released decoder's count
     small = SemanticDecoder({"res4": 8, "res8": 4}, num_classes=2, width=8, out_resolution=32, image_resolution=64)
     assert small.tail_upsamples == [True, True]
@@ -79,8 +83,14 @@ def test_ignored_pixels_do_not_contribute():
 def test_fit_reduces_loss_and_predicts_in_eval_mode(tmp_path, stylegan):
     samples = _samples(stylegan)
     epochs = []
-    result = fit(stylegan, samples, tmp_path / "run", FitConfig(**{**SMALL, "epochs": 8, "lr": 3e-3}), progress=False,
-                 on_epoch=lambda epoch, decoder: epochs.append(epoch))
+    result = fit(
+        stylegan,
+        samples,
+        tmp_path / "run",
+        FitConfig(**{**SMALL, "epochs": 8, "lr": 3e-3}),
+        progress=False,
+        on_epoch=lambda epoch, decoder: epochs.append(epoch),
+    )
     assert result.complete and result.step == 32 and epochs == list(range(1, 9))
     assert np.mean(result.losses[-4:]) < 0.7 * np.mean(result.losses[:4])
     assert [row["step"] for row in read_log(tmp_path / "run")] == list(range(1, 33))
@@ -174,13 +184,14 @@ def test_class_weights_follow_labelled_pixel_shares():
     samples = [LabelledLatent(np.zeros(4, np.float32), labels, None, None, "s")]
     assert class_weights(samples, 3, 0.0) is None  # the reference: plain cross-entropy
     weights = class_weights(samples, 3, 0.5)
-    torch.testing.assert_close(weights, torch.tensor([1.0, 8 ** 0.5, 8 ** 0.5]))
+    torch.testing.assert_close(weights, torch.tensor([1.0, 8**0.5, 8**0.5]))
     logits, target = torch.randn(1, 3, 8, 8), torch.from_numpy(labels)[None]
     only_object = torch.where(target == 1, target, torch.full_like(target, IGNORE_INDEX))
     weighted, plain = segmentation_loss(logits, target, class_weights=weights), segmentation_loss(logits, target)
     assert not torch.isclose(weighted, plain)
-    torch.testing.assert_close(segmentation_loss(logits, only_object, class_weights=weights),
-                               segmentation_loss(logits, only_object))  # weights cancel within one class
+    torch.testing.assert_close(
+        segmentation_loss(logits, only_object, class_weights=weights), segmentation_loss(logits, only_object)
+    )  # weights cancel within one class
 
 
 def test_class_weighted_fit_is_its_own_configuration(tmp_path, stylegan):

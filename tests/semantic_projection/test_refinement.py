@@ -48,7 +48,7 @@ def _discs(n, seed):
     for i in range(n):
         r, c = rng.integers(6, 20, size=2)
         h, w = rng.integers(4, 10, size=2)
-        masks[i, r:r + h, c:c + w] = 1
+        masks[i, r : r + h, c : c + w] = 1
     images[masks == 1] = 220
     blurred = np.stack([ndi.gaussian_filter(ndi.binary_dilation(m, iterations=2).astype(float), 2) for m in masks])
     probs = np.stack([1 - blurred, blurred], 1).astype(np.float32)
@@ -111,7 +111,9 @@ def test_refiner_input_stacks_image_and_probabilities():
 
 def test_refiner_corrects_masks_that_are_rounder_than_the_objects(tmp_path):
     train, test = _discs(24, 2), _discs(40, 3)
-    refiner = train_refiner(HeldOut(*train), tmp_path, RefinerConfig(members=1, width=8, steps=150, batch_size=8), progress=False)
+    refiner = train_refiner(
+        HeldOut(*train), tmp_path, RefinerConfig(members=1, width=8, steps=150, batch_size=8), progress=False
+    )
     images, probs, masks = test
 
     def iou(pred):
@@ -121,8 +123,9 @@ def test_refiner_corrects_masks_that_are_rounder_than_the_objects(tmp_path):
     assert before < 0.75 and after > before + 0.1
     # a finished run loads instead of training again
     log = (tmp_path / "member_0" / "log.jsonl").read_bytes()
-    again = train_refiner(HeldOut(*train), tmp_path, RefinerConfig(members=1, width=8, steps=150, batch_size=8),
-                          progress=False)
+    again = train_refiner(
+        HeldOut(*train), tmp_path, RefinerConfig(members=1, width=8, steps=150, batch_size=8), progress=False
+    )
     assert again.fingerprint == refiner.fingerprint and (tmp_path / "member_0" / "log.jsonl").read_bytes() == log
 
 
@@ -132,8 +135,10 @@ def test_fit_refiner_refuses_a_folder_of_other_annotations(tmp_path, stylegan):
     refiner = fit_refiner(stylegan, samples, tmp_path, TINY_DECODER, config, progress=False)
     assert json.loads((tmp_path / "refiner.json").read_text())["refiner"]["steps"] == 2
     assert len(refiner.models) == 2 and (tmp_path / "refiner" / "member_1" / "checkpoint.pt").exists()
-    assert fit_refiner(stylegan, samples, tmp_path, TINY_DECODER, config, progress=False).fingerprint == \
-        refiner.fingerprint
+    assert (
+        fit_refiner(stylegan, samples, tmp_path, TINY_DECODER, config, progress=False).fingerprint
+        == refiner.fingerprint
+    )
     assert config.member_seed(1) == 1 and RefinerConfig(seed=1, members=2).member_seed(0) == 2  # no shared member
     with pytest.raises(ValueError, match="other annotations or settings"):
         fit_refiner(stylegan, _samples(stylegan, 3), tmp_path, TINY_DECODER, config, progress=False)
@@ -151,8 +156,9 @@ def test_ensemble_averages_the_members_probabilities():
     images, probs, _ = _discs(2, 4)
     sure, unsure = Constant([0.0, 3.0]), Constant([0.4, 0.0])  # p(object) 0.95 and 0.40: mean 0.68
     p = MaskRefiner([sure, unsure]).probabilities(images, probs)
-    np.testing.assert_allclose(p[:, 1].numpy(), (torch.sigmoid(torch.tensor(3.0)) + torch.sigmoid(torch.tensor(-0.4))) / 2,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        p[:, 1].numpy(), (torch.sigmoid(torch.tensor(3.0)) + torch.sigmoid(torch.tensor(-0.4))) / 2, rtol=1e-6
+    )
     assert (MaskRefiner([sure, unsure])(images, probs) == 1).all() and (MaskRefiner([unsure])(images, probs) == 0).all()
     assert MaskRefiner([sure]).fingerprint != MaskRefiner([sure, unsure]).fingerprint
 
@@ -167,23 +173,29 @@ def test_generated_dataset_takes_the_refiners_masks(tmp_path, stylegan):
 
     torch.manual_seed(0)
     decoder = build_decoder(stylegan, width=8)
-    folder = generate_dataset(stylegan, decoder, tmp_path / "gen", n_total=3, shard_size=2, batch_size=2,
-                              progress=False, refiner=AllObject())
+    folder = generate_dataset(
+        stylegan, decoder, tmp_path / "gen", n_total=3, shard_size=2, batch_size=2, progress=False, refiner=AllObject()
+    )
     assert (ShardDataset(folder).read(range(3))["masks"] == 1).all()
     assert json.loads((folder / "manifest.json").read_text())["attrs"]["refiner"] == "all-object"
     with pytest.raises(ValueError, match="shape"):
+
         class Wrong(AllObject):
             def __call__(self, images, probs):
                 return np.ones((len(images), 32, 32), np.uint8)
-        generate_dataset(stylegan, decoder, tmp_path / "wrong", n_total=2, shard_size=2, progress=False,
-                         refiner=Wrong())
+
+        generate_dataset(
+            stylegan, decoder, tmp_path / "wrong", n_total=2, shard_size=2, progress=False, refiner=Wrong()
+        )
     with pytest.raises(ValueError, match="different dataset"):  # the plain decoder's pairs are another dataset
         generate_dataset(stylegan, decoder, tmp_path / "gen", n_total=3, shard_size=2, batch_size=2, progress=False)
 
 
 def test_settings_tag_follows_the_settings():
-    assert settings_tag(TINY_DECODER) == settings_tag(FitConfig(num_classes=2, width=8, epochs=1, min_epoch_size=2,
-                                                                   checkpoint_every=100))
-    assert settings_tag(TINY_DECODER) != settings_tag(FitConfig(num_classes=2, width=8, epochs=2, min_epoch_size=2,
-                                                                   checkpoint_every=100))
+    assert settings_tag(TINY_DECODER) == settings_tag(
+        FitConfig(num_classes=2, width=8, epochs=1, min_epoch_size=2, checkpoint_every=100)
+    )
+    assert settings_tag(TINY_DECODER) != settings_tag(
+        FitConfig(num_classes=2, width=8, epochs=2, min_epoch_size=2, checkpoint_every=100)
+    )
     assert len(settings_tag(RefinerConfig())) == 10

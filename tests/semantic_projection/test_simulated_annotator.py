@@ -50,13 +50,41 @@ def test_simulate_writes_a_multiclass_store_and_resumes(tmp_path):
     assert set(report["labeller_val_scores"]["class_iou"]) == set(CLASSES)
 
     pngs = {p.name: p.read_bytes() for p in store.samples_dir.glob("*.png")}
-    main([str(store_dir), "--n", "4", "--run-dir", str(run_dir), "--threshold", "0.5", "--width", "4",
-          "--steps", "3", "--batch-size", "4", "--lr-step", "2", "--n-train", "16", "--n-val", "8", "--n-test", "8"])
+    main(
+        [
+            str(store_dir),
+            "--n",
+            "4",
+            "--run-dir",
+            str(run_dir),
+            "--threshold",
+            "0.5",
+            "--width",
+            "4",
+            "--steps",
+            "3",
+            "--batch-size",
+            "4",
+            "--lr-step",
+            "2",
+            "--n-train",
+            "16",
+            "--n-val",
+            "8",
+            "--n-test",
+            "8",
+        ]
+    )
     assert AnnotationStore(store_dir).ids() == [0, 1, 2, 3]  # kept the first three, added one
     assert all((store.samples_dir / name).read_bytes() == data for name, data in pngs.items())
 
     with pytest.raises(ValueError, match="other settings"):
-        simulate(store_dir, n=3, run_dir=run_dir, config=LabellerConfig(width=8, steps=3, n_train=16, n_val=8,
-                                                                        n_test=8), progress=False)
+        simulate(
+            store_dir,
+            n=3,
+            run_dir=run_dir,
+            config=LabellerConfig(width=8, steps=3, n_train=16, n_val=8, n_test=8),
+            progress=False,
+        )
     with pytest.raises(ValueError, match="not image 0"):
         simulate(store_dir, n=3, run_dir=run_dir, image_seed=1, threshold=0.5, config=TINY, progress=False)

@@ -57,8 +57,9 @@ def test_canvas_events_and_widget_controls(annotator):
     annotator.canvas[-1]._handle_frontend_event(None, {"event": "mouse_up", "x": 3.5 * SCALE, "y": 4.5 * SCALE}, [])
     assert annotator.mode == "negative" and annotator.brush_size == 1
     assert annotator.mask[4, 3] == 128 and (annotator.mask != 0).sum() == 1
-    annotator.canvas[-1]._handle_frontend_event(None, {"event": "key_down", "key": "z", "shift_key": False,
-                                                   "ctrl_key": True, "meta_key": False}, [])
+    annotator.canvas[-1]._handle_frontend_event(
+        None, {"event": "key_down", "key": "z", "shift_key": False, "ctrl_key": True, "meta_key": False}, []
+    )
     assert (annotator.mask == 0).all()
 
 
@@ -114,8 +115,9 @@ def test_retrain_predicts_and_generate_writes_shards(annotator, tmp_path):
 
 
 def test_biggan_and_multiclass(tmp_path):
-    annotator = Annotator(tmp_path / "mc", "default-biggan", mode="multiclass", classes=["bg", "a", "b"], seed=0,
-                          brush_size=2)
+    annotator = Annotator(
+        tmp_path / "mc", "default-biggan", mode="multiclass", classes=["bg", "a", "b"], seed=0, brush_size=2
+    )
     assert annotator.current.noise_seed is None and annotator.current.truncation is None
     annotator.set_mode(2)
     annotator.press(10.5 * SCALE, 10.5 * SCALE)

@@ -67,8 +67,9 @@ TF_BN_EPS = 1e-4  # TF's BN eps, block and output BNs alike; the released port u
 # Which layers `compare_layers` checks: the first 3x3 conv of block 1 (TF conv0 = torch conv1) and the
 # second conditional BN of block 2 (TF BatchNorm_1 = torch bn2).
 CHECK_BLOCKS = {"conv": 1, "conditional_bn": 2}
-CONVERT_HINT = ('TensorFlow and tensorflow_hub are needed, which the base install leaves out: '
-                'pip install -e ".[convert]"')
+CONVERT_HINT = (
+    'TensorFlow and tensorflow_hub are needed, which the base install leaves out: pip install -e ".[convert]"'
+)
 
 
 class ConversionError(ValueError):
@@ -157,8 +158,12 @@ def conversion_rules(config: Mapping[str, Any]) -> list[Rule]:
         rules += _sn_layer(f"{block}.conv_sc", f"{tf_block}/conv_sc", (1, 1, cin, cout), "conv", True)
         if BOTTOM_WIDTH * 2 ** (k + 1) in attention:
             rules.append(Rule(f"blocks.{k}.1.gamma", "attention/gamma", (1,), "scalar", True))
-            layers = (("theta", "theta", cout, cout // 8), ("phi", "phi", cout, cout // 8),
-                      ("g", "g", cout, cout // 2), ("o", "o_conv", cout // 2, cout))
+            layers = (
+                ("theta", "theta", cout, cout // 8),
+                ("phi", "phi", cout, cout // 8),
+                ("g", "g", cout, cout // 2),
+                ("o", "o_conv", cout // 2, cout),
+            )
             for torch_name, tf_name, n_in, n_out in layers:
                 w_shape = (1, 1, n_in, n_out)
                 rules += _sn_layer(f"blocks.{k}.1.{torch_name}", f"attention/{tf_name}", w_shape, "conv", False)
@@ -210,8 +215,12 @@ def config_from_variables(variables: Mapping[str, np.ndarray], attention: list[i
                     f"attention over {channels} channels fits blocks at {attention} px; pass attention=[...]"
                 )
     return dict(
-        resolution=resolution, ch=ch, dim_z=chunk * (n_blocks + 1), shared_dim=_find_shape(variables, "linear/w")[1],
-        n_classes=N_CLASSES, attention=list(attention),
+        resolution=resolution,
+        ch=ch,
+        dim_z=chunk * (n_blocks + 1),
+        shared_dim=_find_shape(variables, "linear/w")[1],
+        n_classes=N_CLASSES,
+        attention=list(attention),
     )
 
 
@@ -244,8 +253,11 @@ def tf_to_torch_state_dict(
     unused = sorted(name for name in variables if name not in used and not name.endswith(DROPPED_SUFFIXES))
     if missing or unused or shapes:
         msg = f"the TF variables do not fit BigGAN({config})"
-        for title, items in (("missing variables", sorted(set(missing))), ("unused variables", unused),
-                             ("shape mismatches", shapes)):
+        for title, items in (
+            ("missing variables", sorted(set(missing))),
+            ("unused variables", unused),
+            ("shape mismatches", shapes),
+        ):
             if items:
                 msg += format_listing(title, items, limit=30)
         if use_ema and not any(name.endswith(EMA_SUFFIX) for name in variables):
@@ -273,7 +285,9 @@ def _checkpoint_variables(tf: ModuleType, module_dir: str) -> dict[str, Callable
     graph.ParseFromString(tf.train.load_variable(checkpoint, "_CHECKPOINTABLE_OBJECT_GRAPH"))
     return {
         attr.full_name: (lambda key=attr.checkpoint_key: tf.train.load_variable(checkpoint, key))
-        for node in graph.nodes for attr in node.attributes if attr.name == "VARIABLE_VALUE"
+        for node in graph.nodes
+        for attr in node.attributes
+        if attr.name == "VARIABLE_VALUE"
     }
 
 
@@ -306,12 +320,20 @@ def convert(handle_or_dir: str | os.PathLike, out_path: str | os.PathLike, *, us
     model = load_strict(BigGAN(**config), state, f"conversion of {handle_or_dir}")
     out_path = Path(out_path)
     save_torch(model.state_dict(), out_path)
-    write_json(out_path.with_name(out_path.name + ".json"), {
-        "source": os.fspath(handle_or_dir), "use_ema": use_ema, "config": config,
-        "tensorflow": tf.__version__, "tensorflow_hub": hub.__version__, "torch": torch.__version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "tf_variables": len(variables), "sha256": sha256_file(out_path),
-    })
+    write_json(
+        out_path.with_name(out_path.name + ".json"),
+        {
+            "source": os.fspath(handle_or_dir),
+            "use_ema": use_ema,
+            "config": config,
+            "tensorflow": tf.__version__,
+            "tensorflow_hub": hub.__version__,
+            "torch": torch.__version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "tf_variables": len(variables),
+            "sha256": sha256_file(out_path),
+        },
+    )
     return out_path
 
 
@@ -362,7 +384,7 @@ def compare_layers(tf_module: Any, torch_model: BigGAN, seed: int = 0, batch: in
     z_chunk = normal(batch, model.chunk)
     cond = torch.cat([model.shared.weight[:1].expand(batch, -1), torch.from_numpy(z_chunk)], dim=1)
     diffs["conditional_bn"] = _max_diff(_nchw(tf_module.conditional_bn(x, z_chunk)), bn(xt, cond))
-    (k, attention), = [(i, blocks[1]) for i, blocks in enumerate(model.blocks) if len(blocks) > 1]
+    ((k, attention),) = [(i, blocks[1]) for i, blocks in enumerate(model.blocks) if len(blocks) > 1]
     x, xt = nhwc_input(attention.theta.in_channels, BOTTOM_WIDTH * 2 ** (k + 1))
     diffs["attention"] = _max_diff(_nchw(tf_module.attention(x)), attention(xt))
     x, xt = nhwc_input(model.output_layer[0].gain.numel(), model.resolution)

@@ -194,8 +194,10 @@ class ToyBigBiGAN(tf.Module):
         self.first_channels = c_in[0]
         self.embedding = vs.new("linear/w", vs.normal(1, config["shared_dim"]), ema=True)
         self.z_linear = SNLayer(vs, "GenZ/G_linear", (chunk, c_in[0] * BOTTOM_WIDTH**2), bias=True)
-        self.blocks = [GBlock(vs, "GBlock" + (f"_{k}" if k else ""), ci, co, cond_dim)
-                       for k, (ci, co) in enumerate(zip(c_in, c_out))]
+        self.blocks = [
+            GBlock(vs, "GBlock" + (f"_{k}" if k else ""), ci, co, cond_dim)
+            for k, (ci, co) in enumerate(zip(c_in, c_out))
+        ]
         self.attention_layer = Attention(vs, c_out[self.attention_after])
         self.output_bn = OutputBN(vs, "BatchNorm", c_out[-1])
         self.output_conv = SNLayer(vs, "conv_2d", (3, 3, c_out[-1], 3), bias=True)
