@@ -4,7 +4,8 @@
 
 Prints the median wall time per forward pass (eval mode, no grad) after warm-up runs. ``--chunks`` also times
 mask synthesis's generator work, ``G.pair`` (G(z) and G(z + r h) in one forward) on 1,024 latents split into
-chunks of each size, weights channels-last as in `helpers.direction_masks.synthesis.MaskSynthesizer` (StyleGAN2 in ``w:64``), and
+chunks of each size, weights channels-last as in `helpers.direction_masks.synthesis.MaskSynthesizer` (StyleGAN2 in
+``w:64``), and
 prints latents per second: the measurement behind ``helpers.gans.base.CPU_LATENT_CHUNK``.
 """
 

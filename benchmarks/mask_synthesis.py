@@ -1,4 +1,5 @@
-"""Mask synthesis speed: the batched path (helpers.direction_masks.synthesis.synthesize) against the per-image reference procedure.
+"""Mask synthesis speed: the batched path (helpers.direction_masks.synthesis.synthesize) against the per-image
+reference procedure.
 
     python benchmarks/mask_synthesis.py [--batch 32] [--batches 4] [--threads 2] [--device cpu]
         [--generator default-biggan] [--direction FILE] [--rule lighting] [--bigbigan-random]

@@ -2,7 +2,8 @@
 notebook 04 when its direction is (a) fitted with labels, or (b) any candidate of notebook 03.
 
 (a) uses the simulated annotator's labeller (a U-Net trained on the procedural train split; see
-``helpers.semantic_projection.simulated_annotator``) on generated images as labels, and ``helpers.direction_masks.directions.fit_direction``.
+``helpers.semantic_projection.simulated_annotator``) on generated images as labels, and
+``helpers.direction_masks.label_fit.fit_direction``.
 For each direction, a U-Net (width 16, 600 steps, as notebook 04) is trained on its synthetic masks and
 evaluated on the procedural test split. Labels never touch the test split.
 

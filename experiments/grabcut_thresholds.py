@@ -3,8 +3,10 @@
 Loads a trained 3-class U-Net from its run folder (``checkpoint.pt`` of `SegmentationTrainer`, e.g. one of
 notebook 05's ``results/05_semantic_projection/unets/<run>``), computes its class probabilities on the
 procedural **val** images (mean of the eight views by default) and scores the binary object mask (class >= 1)
-as the U-Net draws it, after notebook 04's re-fit (`helpers.segmentation.grabcut.grabcut_refine`, every pixel may change)
-and after `helpers.segmentation.grabcut.TrimapGrabCut` for a grid of (sure_foreground, sure_background). IoU per image (the
+as the U-Net draws it, after notebook 04's re-fit (`helpers.segmentation.grabcut.grabcut_refine`, every pixel may
+change)
+and after `helpers.segmentation.grabcut.TrimapGrabCut` for a grid of (sure_foreground, sure_background). IoU per image
+(the
 metric's) and over all pixels. The test split is not touched.
 
     python -m experiments.grabcut_thresholds results/05_semantic_projection/unets/<run> [--views 8] [--threads 2]

@@ -5,7 +5,8 @@ on the real procedural test split.
 
 (a) bounds every method that learns from the generator's images alone (notebook 04's direction masks,
 notebook 05's projected masks); the gap from (a) to (b) is what the decoder's labels cost. The labeller is
-the U-Net of ``helpers.semantic_projection.simulated_annotator``, trained on the procedural train split; labels never touch
+the U-Net of ``helpers.semantic_projection.simulated_annotator``, trained on the procedural train split; labels never
+touch
 the test split. (b) also reports how often the decoder agrees with the labeller on new generated images.
 
     python -m experiments.label_ceiling --generator default-biggan --labeller-run results/labeller
@@ -160,7 +161,8 @@ def main() -> None:
             "agreement_with_labeller": binary_agreement(by_decoder, by_labeller),
         }
         print(
-            f"decoder vs labeller on {args.agreement_images} new images: {results['decoder']['agreement_with_labeller']}"
+            f"decoder vs labeller on {args.agreement_images} new images: "
+            f"{results['decoder']['agreement_with_labeller']}"
         )
         sources["decoder"] = lambda: labelled_by_decoder(G, decoder, z, seeds)
 

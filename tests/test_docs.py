@@ -1,6 +1,7 @@
 """Every document the project cites is in the repository: links and anchors in the docs, the code and the
 notebooks resolve, and nothing cites a document the repository does not hold."""
 
+import importlib
 import re
 from pathlib import Path
 
@@ -19,8 +20,10 @@ CODE = sorted(
 NOTEBOOKS = sorted((ROOT / "notebooks").rglob("*.ipynb"))
 MARKDOWN = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
-# "docs/page.md#anchor" or "README.md#anchor" in code and notebooks
-CITATION = re.compile(r"(?<![\w/.-])((?:docs/[\w./-]+\.md|README\.md))(?:#([\w-]+))?")
+# "docs/page.md#anchor" in code and notebooks (method detail lives in docs/, never in the README)
+CITATION = re.compile(r"(?<![\w/.-])(docs/[\w./-]+\.md)(?:#([\w-]+))?")
+# dotted names of the package's modules and attributes, e.g. helpers.core.runs.RunFolder
+DOTTED = re.compile(r"(?<![\w/])helpers(?:\.\w+)+")
 # links in Markdown: [text](target) and ![alt](target)
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 # citations of documents that are not part of the repository, or of no section at all
@@ -29,7 +32,7 @@ UNRESOLVABLE = re.compile(r"\bspec\b[\s,(]*§|\bthe spec\b|\(README\)|\(README,|
 
 def slug(heading: str) -> str:
     """GitHub's anchor of a Markdown heading: lowercase, punctuation dropped, spaces as hyphens."""
-    text = re.sub(r"[`*_]|\[([^\]]*)\]\([^)]*\)", r"\1", heading.strip().lower())
+    text = re.sub(r"[`*]|\[([^\]]*)\]\([^)]*\)", r"\1", heading.strip().lower())
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 
@@ -109,3 +112,28 @@ def test_the_check_catches_a_missing_document_and_section(tmp_path):
     assert "does not exist" in check_target(tmp_path / "missing.md", None)
     assert UNRESOLVABLE.search("key names (spec §1.7)") and UNRESOLVABLE.search("as measured (README)")
     assert UNRESOLVABLE.search("From the spec (§1.2, §2.3)") and not UNRESOLVABLE.search("find_spec(name)")
+
+
+def _resolves(dotted: str) -> bool:
+    """Whether ``helpers.a.b.c`` names a module, or an attribute reached from one."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for name in parts[i:]:
+            if not hasattr(obj, name):
+                return False
+            obj = getattr(obj, name)
+        return True
+    return False
+
+
+def test_every_dotted_helpers_name_in_code_docs_and_notebooks_exists():
+    """Docstrings, docs and notebooks name modules and functions by their dotted path: a moved one is found."""
+    sources = texts() + [(str(p.relative_to(ROOT)), p.read_text()) for p in MARKDOWN]
+    found = {m.group(0): where for where, text in sources for m in DOTTED.finditer(text)}
+    missing = [f"{where}: {name}" for name, where in sorted(found.items()) if not _resolves(name)]
+    assert not missing, "\n".join(missing)
+    assert not _resolves("helpers.segmentation.no_such_thing") and _resolves("helpers.core.runs.RunFolder.resume")

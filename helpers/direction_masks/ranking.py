@@ -14,7 +14,8 @@ this equals fitting them one by one).
 Image consistency (beyond the reference; ``rank_directions(by="consistency")``, notebook 03's default): each
 oriented candidate's reference masks that pass the filters are re-fitted to their own images with GrabCut,
 and the mean IoU between mask and re-fit ranks the candidates (higher first). On the default generators it
-orders candidates by the quality of their masks better than the residual does (docs/direction_masks.md#image-consistency).
+orders candidates by the quality of their masks better than the residual does
+(docs/direction_masks.md#image-consistency).
 
 `choose` takes the ranking's winner or a named candidate (a researcher's pick); `shift_strips`
 renders a candidate's effect for the eye.
@@ -200,7 +201,8 @@ def rank_directions(
     also by relative score. ``by="consistency"`` (beyond the reference) also scores every oriented candidate
     with `image_consistency` on ``consistency_latents`` latents and ranks the plausible ones whose masks
     pass the filters at least ``min_kept`` of the time by consistency (higher first). Consistency is a mean
-    over the kept masks, whose IoUs spread widely, so it needs a few hundred latents to rank by (docs/direction_masks.md#image-consistency).
+    over the kept masks, whose IoUs spread widely, so it needs a few hundred latents to rank by
+    (docs/direction_masks.md#image-consistency).
     ``seed`` draws the latents of both scores; ``score_kwargs`` go to `two_map_scores`.
     """
     if by not in RANKINGS:

@@ -18,7 +18,8 @@ from helpers.segmentation import images_to_input, predict_proba
 
 
 class TeacherPairs:
-    """(image, mask) pairs from a teacher U-Net: mask = teacher probability >= 0.5 on a fresh G(z), filtered by ``rules``.
+    """(image, mask) pairs from a teacher U-Net: mask = teacher probability >= 0.5 on a fresh G(z), filtered by
+    ``rules``.
 
     Of the rules, the connected-components cleaning, the area filter, GrabCut refinement and the consistency and
     border filters apply (the maxes filter needs a shifted image and does not). With ``min_consistency = 0`` an
@@ -42,7 +43,8 @@ class TeacherPairs:
 
     @torch.no_grad()
     def label(self, z: Tensor, noise_seeds: list[int]) -> SynthesisResult:
-        """G(z) and the filtered teacher masks of latents z [B, dim_z] (sample i's generator noise from noise_seeds[i])."""
+        """G(z) and the filtered teacher masks of latents z [B, dim_z] (sample i's generator noise from
+        noise_seeds[i])."""
         z = z.to(self.G.device)
         chunk = forward_chunk(self.G, len(z))
         images = torch.cat(
@@ -56,7 +58,8 @@ class TeacherPairs:
         return filter_masks(images, masks.to(images.device), self.rules)
 
     def shard(self, shard_index: int, n: int) -> dict[str, np.ndarray]:
-        """``n`` kept pairs for HDF5 shard ``shard_index`` (uint8 images and masks, float32 z), drawing until enough pass."""
+        """``n`` kept pairs for HDF5 shard ``shard_index`` (uint8 images and masks, float32 z), drawing until enough
+        pass."""
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + shard_index)
         images, masks, latents = [], [], []
         count = generated = 0

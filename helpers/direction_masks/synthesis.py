@@ -375,7 +375,8 @@ class MaskSynthesizer:
         return SyntheticBatch(*(torch.cat(parts)[:n] for parts in zip(*kept)))
 
     def batch_at(self, step: int, batch_size: int | None = None) -> SyntheticBatch:
-        """The batch of training step ``step``, from latents seeded by (seed, step): a resumed run sees the same data."""
+        """The batch of training step ``step``, from latents seeded by (seed, step): a resumed run sees the same
+        data."""
         if self.seed is None:
             raise ValueError("batch_at needs a synthesizer created with an integer seed (rng=<int>)")
         saved, self.rng = self.rng, torch.Generator().manual_seed(self.seed * 1_000_003 + step)

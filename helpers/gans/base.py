@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 
 def to_uint8(images: Tensor | np.ndarray) -> np.ndarray:
-    """Generator output [B, 3, H, W] in [-1, 1] (tensor or array) -> uint8 [B, H, W, 3], rounded to the nearest level."""
+    """Generator output [B, 3, H, W] in [-1, 1] (tensor or array) -> uint8 [B, H, W, 3], rounded to the nearest
+    level."""
     images = torch.as_tensor(images).detach().float().cpu()
     return images.clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).numpy()
 

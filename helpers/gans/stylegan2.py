@@ -1,4 +1,5 @@
-"""StyleGAN2 (config-f and narrower) in pure PyTorch, with the SAIC ``netGA`` parameter names (docs/reference.md#saic-checkpoint-layout).
+"""StyleGAN2 (config-f and narrower) in pure PyTorch, with the SAIC ``netGA`` parameter names
+(docs/reference.md#saic-checkpoint-layout).
 
 Runs on CPU and CUDA without compiled ops: upfirdn2d and the fused bias + leaky ReLU are plain torch.
 Equalized LR is an explicit scale on each stored ``weight_orig`` in forward. The style affine follows

@@ -1,7 +1,7 @@
 """Few-label segmentation experiments: k labelled images per seed, one resumable fine-tune per run, mean ± std.
 
 An experiment fine-tunes several initialisations ("arms", e.g. random / LayerMatch / autoencoder backbones
-from `helpers.layermatch.pretraining.comparison_models`) on k labelled images for several k and seeds:
+from `helpers.layermatch.models.comparison_models`) on k labelled images for several k and seeds:
 
 * `pick_labelled(n, k, seed)` chooses the labelled images: the first k of a permutation seeded by ``seed``
   alone, so for one seed the sets are nested (the 5 images are among the 10, ...) and every arm sees the

@@ -1,7 +1,8 @@
 """LayerMatch pre-training (Galeev et al.), and an autoencoder baseline on the same data.
 
 The authors never released LayerMatch; this is our implementation of the scheme in the paper's figure
-(docs/reference.md#layermatch). A frozen generator G makes images x = G(z) on the fly; a backbone B (helpers.layermatch.backbones)
+(docs/reference.md#layermatch). A frozen generator G makes images x = G(z) on the fly; a backbone B
+(helpers.layermatch.backbones)
 encodes them; auxiliary heads h_l predict chosen generator feature maps F_l(z); one head's prediction is
 re-injected into G in place of F_k and the remaining generator blocks render a reconstruction x̂:
 
@@ -361,7 +362,8 @@ class PretrainTrainer:
         self.step = state["step"]
 
     def export_backbone(self, path: str | os.PathLike | None = None) -> Path:
-        """Saves the backbone (helpers.layermatch.backbones format; default ``run_dir/backbone.pt``) with the run in its meta."""
+        """Saves the backbone (helpers.layermatch.backbones format; default ``run_dir/backbone.pt``) with the run in
+        its meta."""
         meta = {"method": self.method, "step": self.step, "config": asdict(self.config)}
         return save_backbone(self.backbone, path or self.run_dir / "backbone.pt", meta)
 

@@ -1,7 +1,8 @@
 """Batch sources for segmentation training: in-memory arrays, HDF5 shards, or any batch callable/iterator.
 
 A batch is ``(x, y)``: ``x`` float [B, 3, H, W] in [-1, 1] and ``y`` long [B, H, W] class labels (the trainer
-also accepts longer tuples such as ``helpers.direction_masks.synthesis.SyntheticBatch`` (images, masks, z) and uses the first two).
+also accepts longer tuples such as ``helpers.direction_masks.synthesis.SyntheticBatch`` (images, masks, z) and uses
+the first two).
 `ArrayBatches` and `ShardBatches` are callables of the step index whose batches depend only on (seed, step),
 so a resumed training run sees exactly the batches an uninterrupted one would. Each epoch visits every
 pair once in a seeded random order. ``augment`` is ``"none"``, ``"flip"`` (horizontal mirrors) or

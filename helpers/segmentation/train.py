@@ -141,8 +141,9 @@ class SegmentationTrainer:
                 k for k in state["model_shapes"].keys() | shapes.keys() if state["model_shapes"].get(k) != shapes.get(k)
             )
             raise ValueError(
-                f"{self.run.checkpoint_path} holds a different model ({state['model_class']}, {len(state['model_shapes'])} "
-                f"entries) than the one given ({type(self.model).__qualname__}, {len(shapes)} entries); "
+                f"{self.run.checkpoint_path} holds a different model "
+                f"({state['model_class']}, {len(state['model_shapes'])} entries) than the one given "
+                f"({type(self.model).__qualname__}, {len(shapes)} entries); "
                 f"use a new run folder. Differing entries: {differing[:5]}{' ...' if len(differing) > 5 else ''}"
             )
         self.model.load_state_dict(state["model"])

@@ -2,7 +2,8 @@
 
 `generate_dataset` writes synthetic (image, mask, z, noise seed) pairs into HDF5 shards with
 `helpers.segmentation.shards.write_shards`; masks hold class indices (0/1 for binary): the decoder's
-arg-max, or what a refiner (`helpers.semantic_projection.refinement`) makes of the image and the decoder's probabilities.
+arg-max, or what a refiner (`helpers.semantic_projection.refinement`) makes of the image and the decoder's
+probabilities.
 
 """
 
@@ -29,7 +30,8 @@ def draw_inputs(G: Generator, seed: int, indices: Sequence[int]) -> tuple[np.nda
 
 
 class LabelRefiner(Protocol):
-    """Turns images and the decoder's probabilities into class maps (e.g. `helpers.semantic_projection.refinement.MaskRefiner`)."""
+    """Turns images and the decoder's probabilities into class maps (e.g.
+    `helpers.semantic_projection.refinement.MaskRefiner`)."""
 
     fingerprint: str
 

@@ -1,6 +1,7 @@
 """Learned refinement of the decoder's masks (beyond the papers), trained on the same annotations.
 
-The semantic-projection decoder draws masks that are rounder and smoother than the objects (docs/semantic_projection.md#the-learned-refiner):
+The semantic-projection decoder draws masks that are rounder and smoother than the objects
+(docs/semantic_projection.md#the-learned-refiner):
 it sees the generator's feature maps, not the image's edges. The refiner is a small U-Net on the image
 plus the decoder's class probabilities that predicts the classes again. What it learns from are
 *held-out* predictions: the annotations are split into folds, a decoder fitted on the other folds

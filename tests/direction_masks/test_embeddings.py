@@ -1,4 +1,5 @@
-"""Tests for helpers.direction_masks.embeddings: reference preprocessing, HDF5/.npy outputs, unreadable files, resume, adapters."""
+"""Tests for helpers.direction_masks.embeddings: reference preprocessing, HDF5/.npy outputs, unreadable files, resume,
+adapters."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Self-training pairs (helpers.direction_masks.self_training): a teacher's masks of fresh generated images, through the mask filters."""
+"""Self-training pairs (helpers.direction_masks.self_training): a teacher's masks of fresh generated images, through
+the mask filters."""
 
 from __future__ import annotations
 

@@ -105,7 +105,8 @@ def test_class_index_selects_embedding_row(reference):
     assert (out1 - reference["out"]).abs().max() > 0.1
 
 
-# --- full-size layout (docs/reference.md#checkpoint-layout-of-bigbigan_x1pth), built on the meta device: no memory, no forward --------------------------
+# --- full-size layout (docs/reference.md#checkpoint-layout-of-bigbigan_x1pth),
+# built on the meta device: no memory, no forward
 
 BLOCKS = [(1536, 1536), (1536, 768), (768, 384), (384, 192), (192, 96)]
 PATTERNS = {

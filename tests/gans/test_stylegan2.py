@@ -1,4 +1,5 @@
-"""Tests of helpers.gans.stylegan2 and helpers.gans.convert.stylegan2: SAIC key layout, checkpoints, truncation, noise."""
+"""Tests of helpers.gans.stylegan2 and helpers.gans.convert.stylegan2: SAIC key layout, checkpoints, truncation,
+noise."""
 
 import pytest
 import torch

@@ -1,4 +1,5 @@
-"""Few-label experiments (helpers.layermatch.fewshot) and their plot: label picking, binary targets, cached resumable runs."""
+"""Few-label experiments (helpers.layermatch.fewshot) and their plot: label picking, binary targets, cached resumable
+runs."""
 
 from __future__ import annotations
 

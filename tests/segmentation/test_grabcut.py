@@ -1,4 +1,5 @@
-"""GrabCut re-fits (helpers.segmentation.grabcut): a mask as probable foreground, and a model's probabilities as a trimap."""
+"""GrabCut re-fits (helpers.segmentation.grabcut): a mask as probable foreground, and a model's probabilities as a
+trimap."""
 
 from __future__ import annotations
 

@@ -4,10 +4,12 @@ The route is TensorFlow 2 + tensorflow_hub 0.16: ``hub.load`` (no ``hub.Module``
 generator variables to numpy; everything after that is numpy and torch, so the mapping is testable without
 TensorFlow. TensorFlow is imported lazily, only by the functions that read a module (extra ``[convert]``).
 
-TF variable names (docs/reference.md#variable-names): the generator's variables sit under ``GenEncWrapper/Generator/``. The names
+TF variable names (docs/reference.md#variable-names): the generator's variables sit under
+``GenEncWrapper/Generator/``. The names
 below are the ones that the reference's renaming rules (``bikey_to_key``) map onto TF-Hub BigGAN-128's
 names, which ajbrock's converter reads. The BigGAN-128 names are in those sources; the BigBiGAN names are
-inferred by inverting the rules, and their shapes from the BigGAN-128 shapes and transforms (docs/reference.md#conversion-rules).
+inferred by inverting the rules, and their shapes from the BigGAN-128 shapes and transforms
+(docs/reference.md#conversion-rules).
 ``GBlock[_k]`` is ``GBlock`` for block 0, then ``GBlock_1`` ...; S = shared_dim, C0 = channels at 4x4.
 
 * ``linear/w`` [1, S] → ``shared.weight``: the row repeated ``n_classes`` (1000) times.
@@ -26,7 +28,8 @@ inferred by inverting the rules, and their shapes from the BigGAN-128 shapes and
 
 Biases ``b`` and spectral-norm vectors ``u0`` follow their weight (``u0`` becomes [1, out]). Every ``w``,
 ``b``, ``scale``, ``offset`` and ``gamma`` has an ``…/ema_0.9999`` copy, which is used by default. ``u1`` (the
-other singular vector) and ``accumulation_counter`` are read and deliberately dropped (docs/reference.md#conversion-rules: the
+other singular vector) and ``accumulation_counter`` are read and deliberately dropped
+(docs/reference.md#conversion-rules: the
 statistics are copied without dividing by the counter). Vectors and scalars may come with extra
 singleton dimensions; everything else must have exactly the shape above, or the conversion fails with
 a list of every missing, unused and mis-shaped variable (the reference silently skipped shape errors).

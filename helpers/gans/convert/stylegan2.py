@@ -1,6 +1,7 @@
 """StyleGAN2 state dicts: rosinality's ``g_ema`` layout ↔ the SAIC ``netGA`` layout our model uses.
 
-The two are a 1:1 re-labelling (docs/reference.md#rosinality-to-saic): rosinality's conv weights carry a leading batch dim of 1,
+The two are a 1:1 re-labelling (docs/reference.md#rosinality-to-saic): rosinality's conv weights carry a leading batch
+dim of 1,
 its modulation biases include the ``+1`` that SAIC adds explicitly, its noise strengths are [1]
 instead of [1, 1, 1, 1], its per-ToRGB upsampling kernels are one shared ``upscale2x.kernel`` in SAIC,
 and it stores fixed noise maps (``noises.noise_i``) that SAIC does not. Keys that fit no rule are

@@ -8,7 +8,8 @@ It exposes the ``generate`` signature (``z`` → ``{"default": NHWC image}``, li
 layer functions that ``compare_layers`` evaluates (NHWC in and out).
 
 The forward pass follows TF conventions and is written independently of the PyTorch model. From
-docs/reference.md#forward-pass and #conversion-rules: NHWC; the first linear's output viewed as [B, 4, 4, C] (h, w, c); conditional-BN
+docs/reference.md#forward-pass and #conversion-rules: NHWC; the first linear's output viewed as [B, 4, 4, C] (h, w,
+c); conditional-BN
 input [z_chunk | class embedding]; gain ``1 + scale(cond)``; nearest x2 upsampling of both branches;
 attention after the block at its resolution, with 2x2 max-pooled keys and values; output BN, ReLU,
 3x3 conv, tanh; BN eps 1e-4 throughout. Inferred, not confirmed against the real graph: spectral norm
