@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,3 +84,11 @@ def test_project_root_is_the_repository_from_any_working_directory(tmp_path, mon
     root = project_root()
     assert (root / "pyproject.toml").exists() and (root / "helpers" / "core" / "paths.py").exists()
     assert resolve("weights") == root / "weights"
+
+
+def test_helpers_is_this_repositorys_package():
+    """`helpers` is a generic name (PyPI has an unrelated one): the import must resolve to this repository."""
+    import helpers
+    from helpers.core.paths import project_root
+
+    assert Path(helpers.__file__).resolve().parent == project_root() / "helpers"
