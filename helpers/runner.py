@@ -4,9 +4,10 @@
 runs the given notebooks instead, e.g. ``notebooks/training/train_default_gans.ipynb``, which makes the shipped
 weights and is not part of the reproduction run). Each notebook gets ``OUT_DIR = <results>/<notebook name>``
 (its JSON metrics and PNG figures land there), ``DEVICE``, ``INTERACTIVE = False`` (widgets are not displayed;
-their outputs are saved) and, with ``--smoke``, the tiny parameters of ``notebooks/smoke_params.yml``; only the
-names a notebook's ``parameters`` cell declares are passed to it. Every parameter the notebook ran with (its
-defaults with the passed values over them) is written to ``<OUT_DIR>/parameters.json`` before it starts.
+their outputs are saved), the values of a profile (``--profile NAME``, see `helpers.profiles`) and, with
+``--smoke``, tiny sizes; only the names a notebook's ``parameters`` cell declares are passed to it. Every
+parameter the notebook ran with (its defaults with the passed values over them) is written to
+``<OUT_DIR>/parameters.json`` before it starts.
 Executed copies go to ``<results>/executed/``, and ``summary.json`` plus ``summary.md`` to ``<results>/``. The
 first failure stops the run and is reported with the notebook, the cell and the error.
 """
@@ -24,12 +25,10 @@ from typing import Any
 
 import nbformat
 import papermill
-import yaml
 
 from helpers.core.io import write_json, write_text
 from helpers.core.paths import notebooks_dir, resolve
-
-SMOKE_PARAMS_FILE = "smoke_params.yml"
+from helpers.profiles import Profile, load_profile, notebook_parameters
 
 
 @dataclass
@@ -55,15 +54,6 @@ def list_notebooks(folder: Path | None = None) -> list[Path]:
     """The notebooks of a folder in run order (their names start with a number)."""
     folder = folder or notebooks_dir()
     return sorted(p for p in folder.glob("[0-9]*.ipynb") if not p.name.startswith("."))
-
-
-def smoke_parameters(folder: Path | None = None) -> dict[str, Any]:
-    """The shared smoke-size parameters used by the tests and by ``--smoke`` (``folder``: where the file is)."""
-    path = (folder or notebooks_dir()) / SMOKE_PARAMS_FILE
-    params = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(params, dict):
-        raise ValueError(f"{path}: expected a mapping of parameter names to values")
-    return params
 
 
 def default_parameters(notebook: Path) -> dict[str, Any]:
@@ -116,9 +106,9 @@ def run_notebook(notebook: Path, results: Path, params: dict[str, Any], timeout:
     return run
 
 
-def _summary_markdown(runs: list[NotebookRun], smoke: bool) -> str:
+def _summary_markdown(runs: list[NotebookRun], smoke: bool, profile: str) -> str:
     lines = [
-        f"# Reproduction summary ({'smoke' if smoke else 'full'} run)",
+        f"# Reproduction summary (profile {profile}, {'smoke' if smoke else 'full'} run)",
         "",
         "| notebook | status | seconds |",
         "|---|---|---|",
@@ -141,10 +131,12 @@ def run_all(
     folder: Path | None = None,
     timeout: int | None = None,
     notebooks: list[Path] | None = None,
+    profile: str | Path | None = None,
 ) -> list[NotebookRun]:
     """Runs the notebooks in order, writing the summary after each; raises NotebookFailed at the first failure.
 
-    ``notebooks`` replaces the numbered notebooks of ``folder``; ``only`` keeps those whose name starts so.
+    ``notebooks`` replaces the numbered notebooks of ``folder``; ``only`` keeps those whose name starts so;
+    ``profile`` (a name or a YAML path) sets parameters before ``smoke``'s tiny sizes (see `helpers.profiles`).
     """
     if notebooks is None:
         notebooks = list_notebooks(folder)
@@ -157,15 +149,20 @@ def run_all(
         if unknown:
             raise ValueError(f"no notebook matches {unknown}; available: {[nb.stem for nb in notebooks]}")
         notebooks = [nb for nb in notebooks if any(nb.stem.startswith(name) for name in only)]
-    params = {**(smoke_parameters(folder) if smoke else {}), "DEVICE": device, "INTERACTIVE": False}
+    chosen: Profile | None = load_profile(profile) if profile else None
+    declared = {nb.stem: set(default_parameters(nb)) for nb in {*list_notebooks(folder), *notebooks}}
+    for checked in filter(None, [chosen, load_profile("smoke") if smoke else None]):
+        checked.check(declared)
+    profile_name = chosen.name if chosen else "default"
     runs: list[NotebookRun] = []
     for nb in notebooks:
         print(f"[{len(runs) + 1}/{len(notebooks)}] {nb.name} ...", flush=True)
+        params = {**notebook_parameters(nb.stem, chosen, smoke), "DEVICE": device, "INTERACTIVE": False}
         runs.append(run_notebook(nb, results, params, timeout))
         print(f"    {runs[-1].status} in {runs[-1].seconds:.1f} s", flush=True)
-        summary = {"smoke": smoke, "device": device, "notebooks": [asdict(r) for r in runs]}
+        summary = {"profile": profile_name, "smoke": smoke, "device": device, "notebooks": [asdict(r) for r in runs]}
         write_json(results / "summary.json", summary)
-        write_text(results / "summary.md", _summary_markdown(runs, smoke))
+        write_text(results / "summary.md", _summary_markdown(runs, smoke, profile_name))
         if runs[-1].status == "failed":
             raise NotebookFailed(runs[-1].error)
     return runs
@@ -173,8 +170,9 @@ def run_all(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny parameters from notebooks/smoke_params.yml")
-    parser.add_argument("--results", default="results", help="output folder (relative paths: repository root)")
+    parser.add_argument("--profile", help="a parameter set of notebooks/profiles/ (e.g. paper) or a YAML path")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (notebooks/profiles/smoke.yml), same paths")
+    parser.add_argument("--results", help="output folder (default: results/, or results/<profile> with --profile)")
     parser.add_argument("--only", nargs="+", metavar="PREFIX", help="run only notebooks whose name starts so")
     parser.add_argument(
         "--notebook",
@@ -186,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="'auto' (CUDA if present, else CPU), 'cpu', 'cuda:0', ...")
     parser.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
     args = parser.parse_args(argv)
-    results = resolve(args.results)
+    results = resolve(args.results or ("results" if not args.profile else f"results/{Path(args.profile).stem}"))
     try:
         runs = run_all(
             results,
@@ -195,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             timeout=args.timeout,
             notebooks=[resolve(p) for p in args.notebook] if args.notebook else None,
+            profile=args.profile,
         )
     except (NotebookFailed, FileNotFoundError, ValueError) as err:
         print(f"FAILED: {err}\nsummary: {results / 'summary.md'}", file=sys.stderr)

@@ -10,7 +10,8 @@ import papermill
 import pytest
 
 from helpers.core.paths import notebooks_dir
-from helpers.runner import list_notebooks, run_all, smoke_parameters
+from helpers.profiles import available, load_profile, smoke_parameters
+from helpers.runner import default_parameters, list_notebooks, run_all
 
 TRAINING_NOTEBOOK = notebooks_dir() / "training" / "train_default_gans.ipynb"  # makes weights/, not in the run
 NOTEBOOKS = [*list_notebooks(), TRAINING_NOTEBOOK]
@@ -52,11 +53,9 @@ def test_papermill_sees_every_parameter(path):
     assert set(papermill.inspect_notebook(str(path))) == names
 
 
-def test_every_smoke_parameter_is_declared_somewhere():
-    declared = set()
-    for path in NOTEBOOKS:
-        declared |= {n.targets[0].id for n in ast.parse(_code_cells(path)[0].source).body}
-    assert set(smoke_parameters()) <= declared
+@pytest.mark.parametrize("name", available())
+def test_every_profile_names_existing_notebooks_and_parameters(name):
+    load_profile(name).check({p.stem: set(default_parameters(p)) for p in NOTEBOOKS})
 
 
 @pytest.fixture(scope="session")

@@ -16,10 +16,11 @@ def _notebook(path, params: str, body: str) -> None:
 
 
 @pytest.fixture
-def folder(tmp_path):
+def folder(tmp_path, monkeypatch):
     nbs = tmp_path / "notebooks"
-    nbs.mkdir()
-    (nbs / "smoke_params.yml").write_text("SMOKE: true\nN: 3\n")
+    (nbs / "profiles").mkdir(parents=True)
+    (nbs / "profiles" / "smoke.yml").write_text("parameters:\n  all: {SMOKE: true, N: 3}\n")
+    monkeypatch.setattr("helpers.profiles.notebooks_dir", lambda: nbs)
     write_metrics = (
         "import json, pathlib\n"
         "out = pathlib.Path(OUT_DIR); out.mkdir(parents=True, exist_ok=True)\n"
@@ -98,3 +99,42 @@ def test_a_parameters_cell_must_hold_literals(folder, tmp_path):
 def test_list_notebooks_ignores_non_numbered(folder):
     (folder / "scratch.ipynb").write_text("{}")
     assert [p.name for p in list_notebooks(folder)] == ["01_first.ipynb", "02_second.ipynb"]
+
+
+def test_a_profile_sets_parameters_before_the_smoke_sizes(folder, tmp_path):
+    (folder / "profiles" / "paper.yml").write_text(
+        "parameters:\n  all: {N: 7}\n  02_second: {LIMIT: 1}\n"
+        "smoke:\n  01_first: {SMOKE: false}\n"  # the profile's own smoke section comes last
+    )
+    runs = run_all(tmp_path / "full", folder=folder, profile="paper")
+    assert runs[0].overrides["N"] == 7 and runs[0].metrics == {"n": 7, "smoke": False}
+    runs = run_all(tmp_path / "smoke", folder=folder, profile="paper", smoke=True)
+    assert runs[0].metrics == {"n": 3, "smoke": False}  # smoke sizes over the profile, its smoke section over both
+    summary = json.loads((tmp_path / "smoke" / "summary.json").read_text())
+    assert summary["profile"] == "paper" and summary["smoke"] is True
+    assert "profile paper, smoke run" in (tmp_path / "smoke" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("parameters:\n  03_missing: {N: 1}\n", r"parameters\.03_missing: no such notebook"),
+        ("parameters:\n  02_second: {N: 1}\n", r"parameters\.02_second\.N: not a parameter of 02_second"),
+        ("smoke:\n  all: {NOPE: 1}\n", r"smoke\.all\.NOPE: not a parameter of any notebook"),
+        ("parameters: [1, 2]\n", "must map 'all' or a notebook name"),
+        ("other: {}\n", "the sections parameters and smoke"),
+    ],
+)
+def test_a_bad_profile_is_refused_before_any_notebook_runs(folder, tmp_path, content, message):
+    path = tmp_path / "bad.yml"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message) as err:
+        run_all(tmp_path / "r", folder=folder, profile=path)
+    assert str(path) in str(err.value) and not (tmp_path / "r").exists()
+
+
+def test_an_unknown_profile_name_lists_the_available_ones(folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("helpers.runner.notebooks_dir", lambda: folder)
+    assert main(["--profile", "nope", "--results", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "no profile 'nope'" in err and "available: smoke" in err
