@@ -294,6 +294,21 @@ def test_notebook_04_runs_a_self_training_round(smoke_run, tmp_path):
     assert manifest["n_total"] == params["SELF_TRAINING_PAIRS"] and manifest["attrs"]["round"] == 1
 
 
+def _benchmark_folder(root, images, masks):
+    """Three procedural test images and their object masks in a benchmark's on-disk layout."""
+    from PIL import Image
+
+    from helpers.data.splits import ProceduralSplits, load_split
+
+    pictures, labels = load_split(ProceduralSplits(64, 8, 4, 4, 0), "test", progress=False)
+    for i in range(3):
+        (root / images).mkdir(parents=True, exist_ok=True)
+        (root / masks).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pictures[i]).save(root / images / f"{i:04d}.jpg")
+        Image.fromarray(((labels[i] > 0) * 255).astype("uint8")).save(root / masks / f"{i:04d}.png")
+    return root
+
+
 @pytest.mark.notebooks
 def test_the_papers_configuration_runs_through_notebooks_03_and_04(tmp_path):
     """BigGAN, shifts of z, the reference masks and no self-training: the papers' setting, one parameter set away."""
@@ -317,10 +332,15 @@ def test_the_papers_configuration_runs_through_notebooks_03_and_04(tmp_path):
             "MAX_BORDER": 1.0,
             "PREGENERATED": 0,
             "SELF_TRAINING_ROUNDS": 0,
+            "BENCHMARKS": f" ecssd : {_benchmark_folder(tmp_path / 'ECSSD', 'images', 'ground_truth_mask')};"
+            f"DUT-OMRON:{_benchmark_folder(tmp_path / 'OMRON', 'DUT-OMRON-image', 'pixelwiseGT-new-PNG')}",
         },
         timeout=600,
     )
     assert found.status == used.status == "passed", (found.error, used.error)
+    benchmarks = used.metrics["benchmarks"]  # canonical names; every model scored on every image
+    assert list(benchmarks) == ["ECSSD", "DUT-OMRON"]
+    assert all(s["n_images"] == 3 for scores in benchmarks.values() for s in scores.values())
     ranking = json.loads((tmp_path / "03_direction_finding" / "ranking.json").read_text())
     assert (ranking["generator"], ranking["shift_space"]) == ("default-biggan", "z")
     assert used.metrics["final"] == "unsupervised (synthetic masks)"

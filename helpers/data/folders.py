@@ -41,6 +41,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from helpers.core.paths import resolve
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 LIST_LIMIT = 20
 FLOWERS_BACKGROUND = (0, 0, 254)
@@ -279,10 +281,7 @@ BENCHMARKS: dict[str, Benchmark] = {
 
 def open_benchmark(name: str, root: str | os.PathLike[str], *, verify: bool = True) -> ImageMaskFolder:
     """Open a known benchmark (case-insensitive name, see BENCHMARKS) from the folder holding its two subfolders."""
-    by_lower = {known.lower(): known for known in BENCHMARKS}
-    if name.lower() not in by_lower:
-        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
-    layout = BENCHMARKS[by_lower[name.lower()]]
+    layout = BENCHMARKS[canonical_benchmark(name)]
     root = Path(root)
     return ImageMaskFolder(
         root / layout.images_subdir,
@@ -291,3 +290,28 @@ def open_benchmark(name: str, root: str | os.PathLike[str], *, verify: bool = Tr
         key=layout.key,
         verify=verify,
     )
+
+
+def canonical_benchmark(name: str) -> str:
+    """The BENCHMARKS key of a case-insensitive benchmark name; ValueError naming the known ones otherwise."""
+    by_lower = {known.lower(): known for known in BENCHMARKS}
+    if name.strip().lower() not in by_lower:
+        raise ValueError(f"unknown benchmark {name.strip()!r}; known: {', '.join(BENCHMARKS)}")
+    return by_lower[name.strip().lower()]
+
+
+def parse_benchmarks(spec: str) -> dict[str, Path]:
+    """Benchmark folders from notebook 04's ``BENCHMARKS`` text: ``"NAME: folder"`` items joined by ``;``.
+
+    Names are case-insensitive and come back as BENCHMARKS keys; folders resolve against the repository root.
+    """
+    folders: dict[str, Path] = {}
+    for item in filter(str.strip, spec.split(";")):
+        name, sep, folder = item.partition(":")
+        if not sep or not folder.strip():
+            raise ValueError(f"benchmark item {item.strip()!r} is not 'NAME: folder' (items are joined by ';')")
+        key = canonical_benchmark(name)
+        if key in folders:
+            raise ValueError(f"benchmark {key} is given twice in {spec!r}")
+        folders[key] = resolve(folder.strip())
+    return folders

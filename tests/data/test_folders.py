@@ -19,6 +19,7 @@ from helpers.data.folders import (
     flowers_key,
     flowers_mask,
     open_benchmark,
+    parse_benchmarks,
     threshold_mask,
 )
 
@@ -280,3 +281,17 @@ def test_works_with_torch_dataloader(tmp_path: Path) -> None:
 
     assert tuple(batch.image.shape) == (1, 4, 6, 3) and list(batch.name) == ["a"]
     assert int(batch.mask.sum()) == 12
+
+
+def test_parse_benchmarks_strips_names_and_folders_and_names_bad_items(tmp_path: Path) -> None:
+    from helpers.core.paths import project_root
+
+    parsed = parse_benchmarks(f" ecssd : {tmp_path}/ECSSD ;DUTS-te: data/DUTS-TE;")
+    assert parsed == {"ECSSD": tmp_path / "ECSSD", "DUTS-TE": project_root() / "data" / "DUTS-TE"}
+    assert parse_benchmarks("") == {} and parse_benchmarks(" ; ") == {}
+    with pytest.raises(ValueError, match="'ECSSD /data' is not 'NAME: folder'"):
+        parse_benchmarks("ECSSD /data")
+    with pytest.raises(ValueError, match="unknown benchmark 'PASCAL'; known: ECSSD"):
+        parse_benchmarks("PASCAL: /data")
+    with pytest.raises(ValueError, match="ECSSD is given twice"):
+        parse_benchmarks("ECSSD: /a; ecssd: /b")
