@@ -332,15 +332,21 @@ def test_the_papers_configuration_runs_through_notebooks_03_and_04(tmp_path):
             "MAX_BORDER": 1.0,
             "PREGENERATED": 0,
             "SELF_TRAINING_ROUNDS": 0,
+            "PROCEDURAL_SPLIT": False,  # real data only: no upper bound, no procedural test
             "BENCHMARKS": f" ecssd : {_benchmark_folder(tmp_path / 'ECSSD', 'images', 'ground_truth_mask')};"
             f"DUT-OMRON:{_benchmark_folder(tmp_path / 'OMRON', 'DUT-OMRON-image', 'pixelwiseGT-new-PNG')}",
         },
         timeout=600,
     )
     assert found.status == used.status == "passed", (found.error, used.error)
-    benchmarks = used.metrics["benchmarks"]  # canonical names; every model scored on every image
+    benchmarks = used.metrics["benchmarks"]  # canonical names; the one model scored on every image
     assert list(benchmarks) == ["ECSSD", "DUT-OMRON"]
+    assert all(list(scores) == ["unsupervised (synthetic masks)"] for scores in benchmarks.values())
     assert all(s["n_images"] == 3 for scores in benchmarks.values() for s in scores.values())
+    assert (
+        used.metrics["procedural_test"] == {}
+        and not (tmp_path / "04_unsupervised_segmentation" / "supervised").exists()
+    )
     ranking = json.loads((tmp_path / "03_direction_finding" / "ranking.json").read_text())
     assert (ranking["generator"], ranking["shift_space"]) == ("default-biggan", "z")
     assert used.metrics["final"] == "unsupervised (synthetic masks)"
