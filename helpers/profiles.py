@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from helpers.core.paths import notebooks_dir
+from helpers.core.paths import notebooks_dir, resolve
 
 SMOKE = "smoke"  # the profile of the shared tiny sizes, used by the tests and by --smoke
 SECTIONS = ("parameters", "smoke")
@@ -78,8 +78,8 @@ class Profile:
 
 
 def load_profile(name_or_path: str | os.PathLike) -> Profile:
-    """The profile of that name in `profiles_dir`, or the YAML file at that path."""
-    path = Path(name_or_path)
+    """The profile of that name in `profiles_dir`, or the YAML file at that path (relative: repository root)."""
+    path = resolve(name_or_path)
     if path.suffix not in (".yml", ".yaml"):
         path = profiles_dir() / f"{name_or_path}.yml"
         if not path.exists():

@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import nbformat
 import papermill
@@ -36,7 +36,7 @@ class NotebookRun:
     """What happened to one notebook."""
 
     notebook: str
-    status: str  # "passed" or "failed"
+    status: Literal["passed", "failed"]
     seconds: float
     executed: str
     out_dir: str
@@ -53,7 +53,7 @@ class NotebookFailed(RuntimeError):
 def list_notebooks(folder: Path | None = None) -> list[Path]:
     """The notebooks of a folder in run order (their names start with a number)."""
     folder = folder or notebooks_dir()
-    return sorted(p for p in folder.glob("[0-9]*.ipynb") if not p.name.startswith("."))
+    return sorted(folder.glob("[0-9]*.ipynb"))
 
 
 def default_parameters(notebook: Path) -> dict[str, Any]:
@@ -68,7 +68,10 @@ def default_parameters(notebook: Path) -> dict[str, Any]:
 def _failure_message(notebook: Path, err: papermill.PapermillExecutionError, executed: Path) -> str:
     """Names the failing cell as it is in the source notebook: 1-based position and first line."""
     cells = nbformat.read(notebook, as_version=4).cells
-    position = next((i + 1 for i, c in enumerate(cells) if c.source == err.source), err.cell_index)
+    position = next(
+        (str(i + 1) for i, c in enumerate(cells) if c.source == err.source),
+        f"{err.cell_index + 1} of the executed notebook",
+    )
     first_source_line = (err.source.strip().splitlines() or [""])[0]
     first_error_line = (str(err.evalue).strip().splitlines() or [""])[0]
     return (
@@ -78,7 +81,11 @@ def _failure_message(notebook: Path, err: papermill.PapermillExecutionError, exe
 
 
 def run_notebook(notebook: Path, results: Path, params: dict[str, Any], timeout: int | None = None) -> NotebookRun:
-    """Executes one notebook with the parameters it declares; raises NotebookFailed on error."""
+    """Executes one notebook with the parameters it declares (``timeout``: seconds per cell) and reports how it went.
+
+    The metrics are those its ``metrics.json`` holds after a run that passed and wrote it: a file left by an
+    earlier run is never reported as this run's.
+    """
     out_dir = results / notebook.stem
     executed = results / "executed" / notebook.name
     executed.parent.mkdir(parents=True, exist_ok=True)
@@ -86,7 +93,7 @@ def run_notebook(notebook: Path, results: Path, params: dict[str, Any], timeout:
     given = {k: v for k, v in {**params, "OUT_DIR": str(out_dir)}.items() if k in defaults}
     run = NotebookRun(notebook.name, "passed", 0.0, str(executed), str(out_dir), {**defaults, **given}, given)
     write_json(out_dir / "parameters.json", run.parameters)
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     try:
         papermill.execute_notebook(
             str(notebook),
@@ -99,9 +106,12 @@ def run_notebook(notebook: Path, results: Path, params: dict[str, Any], timeout:
         )
     except papermill.PapermillExecutionError as err:
         run.status, run.error = "failed", _failure_message(notebook, err, executed)
+    except Exception as err:  # the kernel died, a cell timed out, the notebook could not be read
+        run.status = "failed"
+        run.error = f"{notebook.name} failed: {type(err).__name__}: {err}\n  executed notebook: {executed}"
     run.seconds = round(time.perf_counter() - start, 1)
     metrics_file = out_dir / "metrics.json"
-    if metrics_file.exists():
+    if run.status == "passed" and metrics_file.exists() and metrics_file.stat().st_mtime >= started_at:
         run.metrics = json.loads(metrics_file.read_text())
     return run
 
@@ -132,11 +142,13 @@ def run_all(
     timeout: int | None = None,
     notebooks: list[Path] | None = None,
     profile: str | Path | None = None,
+    summary_name: str = "summary",
 ) -> list[NotebookRun]:
     """Runs the notebooks in order, writing the summary after each; raises NotebookFailed at the first failure.
 
     ``notebooks`` replaces the numbered notebooks of ``folder``; ``only`` keeps those whose name starts so;
-    ``profile`` (a name or a YAML path) sets parameters before ``smoke``'s tiny sizes (see `helpers.profiles`).
+    ``profile`` (a name or a YAML path) sets parameters before ``smoke``'s tiny sizes (see `helpers.profiles`);
+    the summary is written to ``<results>/<summary_name>.json`` and ``.md``.
     """
     if notebooks is None:
         notebooks = list_notebooks(folder)
@@ -161,16 +173,17 @@ def run_all(
         runs.append(run_notebook(nb, results, params, timeout))
         print(f"    {runs[-1].status} in {runs[-1].seconds:.1f} s", flush=True)
         summary = {"profile": profile_name, "smoke": smoke, "device": device, "notebooks": [asdict(r) for r in runs]}
-        write_json(results / "summary.json", summary)
-        write_text(results / "summary.md", _summary_markdown(runs, smoke, profile_name))
+        write_json(results / f"{summary_name}.json", summary)
+        write_text(results / f"{summary_name}.md", _summary_markdown(runs, smoke, profile_name))
         if runs[-1].status == "failed":
             raise NotebookFailed(runs[-1].error)
     return runs
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line of ``reproduce.sh``: runs the notebooks, prints where the summary is; 1 on a failure."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", help="a parameter set of notebooks/profiles/ (e.g. paper) or a YAML path")
+    parser.add_argument("--profile", help="a parameter set of notebooks/profiles/ by name, or a YAML path")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (notebooks/profiles/smoke.yml), same paths")
     parser.add_argument("--results", help="output folder (default: results/, or results/<profile> with --profile)")
     parser.add_argument("--only", nargs="+", metavar="PREFIX", help="run only notebooks whose name starts so")
@@ -179,12 +192,14 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         metavar="PATH",
         type=Path,
-        help="run these notebooks instead of notebooks/NN_*.ipynb (relative paths: repository root)",
+        help="run these notebooks instead of notebooks/NN_*.ipynb (relative paths: repository root); "
+        "the summary is then summary_<first notebook's name>.md",
     )
     parser.add_argument("--device", default="auto", help="'auto' (CUDA if present, else CPU), 'cpu', 'cuda:0', ...")
     parser.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
     args = parser.parse_args(argv)
     results = resolve(args.results or ("results" if not args.profile else f"results/{Path(args.profile).stem}"))
+    summary_name = f"summary_{args.notebook[0].stem}" if args.notebook else "summary"
     try:
         runs = run_all(
             results,
@@ -194,11 +209,12 @@ def main(argv: list[str] | None = None) -> int:
             timeout=args.timeout,
             notebooks=[resolve(p) for p in args.notebook] if args.notebook else None,
             profile=args.profile,
+            summary_name=summary_name,
         )
     except (NotebookFailed, FileNotFoundError, ValueError) as err:
-        print(f"FAILED: {err}\nsummary: {results / 'summary.md'}", file=sys.stderr)
+        print(f"FAILED: {err}\nsummary: {results / summary_name}.md", file=sys.stderr)
         return 1
-    print(f"All {len(runs)} notebooks passed; summary: {results / 'summary.md'}")
+    print(f"All {len(runs)} notebooks passed; summary: {results / summary_name}.md")
     return 0
 
 

@@ -86,8 +86,12 @@ def test_named_notebooks_run_instead_of_the_numbered_ones(folder, tmp_path, monk
     with pytest.raises(FileNotFoundError, match="no such notebook: .*missing.ipynb"):
         run_all(tmp_path / "c", notebooks=[extra / "missing.ipynb"])
     monkeypatch.setattr("helpers.runner.notebooks_dir", lambda: folder)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "summary.md").write_text("the reproduction run's summary")
     assert main(["--results", str(tmp_path / "d"), "--notebook", str(extra / "train.ipynb")]) == 0
     assert json.loads((tmp_path / "d" / "train" / "parameters.json").read_text())["STEPS"] == 100
+    assert (tmp_path / "d" / "summary_train.md").exists()  # beside, not over, the reproduction run's summary
+    assert (tmp_path / "d" / "summary.md").read_text() == "the reproduction run's summary"
 
 
 def test_a_parameters_cell_must_hold_literals(folder, tmp_path):
@@ -138,3 +142,16 @@ def test_an_unknown_profile_name_lists_the_available_ones(folder, tmp_path, monk
     assert main(["--profile", "nope", "--results", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err
     assert "no profile 'nope'" in err and "available: smoke" in err
+
+
+def test_a_failed_notebook_never_reports_an_earlier_runs_metrics(folder, tmp_path):
+    results = tmp_path / "results"
+    run_all(results, smoke=True, folder=folder, only=["01"])
+    assert (results / "01_first" / "metrics.json").exists()
+    _notebook(
+        folder / "01_first.ipynb", "SMOKE = False\nN = 1\nOUT_DIR = 'x'", "raise RuntimeError('broken before writing')"
+    )
+    with pytest.raises(NotebookFailed, match="broken before writing"):
+        run_all(results, smoke=True, folder=folder, only=["01"])
+    summary = json.loads((results / "summary.json").read_text())
+    assert summary["notebooks"][0]["status"] == "failed" and summary["notebooks"][0]["metrics"] == {}

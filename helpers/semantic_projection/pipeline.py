@@ -55,7 +55,7 @@ class ProjectionRun(NamedTuple):
     fitted: FitResult
     refiner: MaskRefiner | None
     shards: Path
-    trainer: SegmentationTrainer
+    unet: SegmentationTrainer
 
 
 @dataclass
@@ -73,7 +73,8 @@ class ProjectionPipeline:
 
     def run(self, samples: list[LabelledLatent], n_synthetic: int, steps: int | None = None) -> ProjectionRun:
         """Decoder (and refiner, from two annotations on) fitted on ``samples``, ``n_synthetic`` generated pairs,
-        and a U-Net trained on them for ``steps`` steps (default: the recipe's)."""
+        and a U-Net trained on them for ``steps`` steps (default: the recipe's). Seeds torch's global RNG with the
+        recipe's seed before building the U-Net, so its initial weights depend on the seed alone."""
         steps = self.unet.steps if steps is None else steps
         seed = self.unet.seed
         tag = f"k{len(samples)}_{samples_fingerprint(samples)[:10]}_{settings_tag(self.fit_config)}"
@@ -113,6 +114,14 @@ class ProjectionPipeline:
         return ProjectionRun(fitted, refiner, shards, trainer)
 
 
+class ScoredProtocols(NamedTuple):
+    """`ScoringProtocols.score_all`'s result: scores by protocol key, and the configured views' probabilities."""
+
+    scores: dict[str, dict[str, Any]]
+    probs: np.ndarray
+    refined: np.ndarray
+
+
 @dataclass
 class ScoringProtocols:
     """Scores a 3-class model on labelled test images: the configured protocol (eight-view average if
@@ -149,9 +158,9 @@ class ScoringProtocols:
             + ("" if grabcut == (self.refit is not None) else "_without_grabcut")
         )
 
-    def all(self, model: torch.nn.Module) -> tuple[dict[str, dict[str, Any]], tuple[np.ndarray, np.ndarray]]:
+    def score_all(self, model: torch.nn.Module) -> ScoredProtocols:
         """Every protocol's scores, the configured one first (one forward pass per view setting), and the
-        configured views' probabilities without and with the re-fit."""
+        configured views' probabilities without and with the re-fit (for figures)."""
         results, configured = {}, None
         for tta in dict.fromkeys([self.dihedral_tta, False]):
             own, refined = self.probabilities(model, tta)
@@ -159,10 +168,10 @@ class ScoringProtocols:
                 configured = own, refined
             for grabcut, probs in {self.refit is not None: refined, False: own}.items():
                 results[self.key(tta, grabcut)] = self.scores(probs)
-        return results, configured
+        return ScoredProtocols(results, *configured)
 
 
-def describe(scores: dict[str, Any]) -> str:
+def format_scores(scores: dict[str, Any]) -> str:
     """One line of the binary and per-class scores."""
     return (
         f"binary object IoU {scores['binary']['iou']:.3f}, F_max {scores['binary']['f_max']:.3f}; class IoU "
@@ -170,7 +179,7 @@ def describe(scores: dict[str, Any]) -> str:
     )
 
 
-def curve_point(protocols: ScoringProtocols, model: torch.nn.Module, k: int) -> dict[str, float]:
+def curve_point(protocols: ScoringProtocols, model: torch.nn.Module, k: int) -> dict[str, int | float]:
     """One point of the IoU-against-annotations curve, scored with the configured protocol (and without the
     re-fit when there is one)."""
     own, refined = protocols.probabilities(model)

@@ -1,6 +1,5 @@
-"""Mask synthesis (helpers.direction_masks.synthesis): the reference rules on hand-made tensors, and the batched path
-against
-the per-image reference procedure on the shipped default generator."""
+"""Mask synthesis (helpers.direction_masks.synthesis): the reference rules on hand-made tensors, and the batched
+path against the per-image reference procedure on the shipped default generator."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """BigGAN generator (helpers.gans.biggan): equivalence with the reference BigGAN-PyTorch code, layout and semantics.
 
-The reference equivalence is kept by a golden fixture, ``tests/fixtures/biggan_reference_small.pt``: a small
+The reference equivalence is kept by a golden fixture, ``tests/gans/fixtures/biggan_reference_small.pt``: a small
 configuration with attention whose random state dict (reference key layout), inputs and outputs were produced
 with the reference code of anvoynov/BigGANsAreWatching (see the fixture's ``note``). No test runs a full-size
 forward pass.

@@ -7,7 +7,13 @@ from helpers.gans import load
 from helpers.segmentation.grabcut import TrimapGrabCut
 from helpers.semantic_projection.dataset import draw_inputs
 from helpers.semantic_projection.fitting import IGNORE_INDEX, FitConfig, LabelledLatent
-from helpers.semantic_projection.pipeline import ProjectionPipeline, ScoringProtocols, UNetRecipe, curve_point, describe
+from helpers.semantic_projection.pipeline import (
+    ProjectionPipeline,
+    ScoringProtocols,
+    UNetRecipe,
+    curve_point,
+    format_scores,
+)
 from helpers.semantic_projection.refinement import RefinerConfig
 
 CLASSES = ["background", "object", "part"]
@@ -63,7 +69,7 @@ def test_all_protocols_cost_one_pass_per_view_setting_and_the_configured_one_com
     images, labels = _test_set()
     model = CountingModel().eval()
     protocols = ScoringProtocols(images, labels, CLASSES, dihedral_tta=True, refit=TrimapGrabCut())
-    results, (own, refined) = protocols.all(model)
+    results, own, refined = protocols.score_all(model)
     assert list(results) == [
         "procedural_test",
         "procedural_test_without_grabcut",
@@ -76,9 +82,9 @@ def test_all_protocols_cost_one_pass_per_view_setting_and_the_configured_one_com
     assert set(np.unique(1 - refined[:, 0])) <= {0.0, 1.0}  # the re-fit gives hard masks
     assert set(results["procedural_test"]["class_iou"]) == set(CLASSES)
     assert results["procedural_test"]["binary"]["n_images"] == len(images)
-    assert "binary object IoU" in describe(results["procedural_test"])
+    assert "binary object IoU" in format_scores(results["procedural_test"])
     unrefined = ScoringProtocols(images, labels, CLASSES, dihedral_tta=False)
-    assert list(unrefined.all(model)[0]) == ["procedural_test"]
+    assert list(unrefined.score_all(model).scores) == ["procedural_test"]
 
 
 def test_a_curve_point_scores_the_configured_protocol_with_and_without_the_refit():
@@ -86,7 +92,7 @@ def test_a_curve_point_scores_the_configured_protocol_with_and_without_the_refit
     model = CountingModel().eval()
     protocols = ScoringProtocols(images, labels, CLASSES, dihedral_tta=False, refit=TrimapGrabCut())
     point = curve_point(protocols, model, k=5)
-    scores = protocols.all(model)[0]
+    scores = protocols.score_all(model).scores
     assert point["k"] == 5 and point["binary_iou"] == scores["procedural_test"]["binary"]["iou"]
     assert point["binary_iou_without_grabcut"] == scores["procedural_test_without_grabcut"]["binary"]["iou"]
     assert point["part_iou"] == scores["procedural_test"]["class_iou"]["part"]
@@ -117,12 +123,12 @@ def test_a_pipeline_run_names_its_stages_after_their_inputs_and_reuses_them(tmp_
     )
     samples = _samples(stylegan, 2)
     run = pipeline.run(samples, n_synthetic=4)
-    assert run.refiner is not None and run.trainer.step == 4
+    assert run.refiner is not None and run.unet.step == 4
     assert run.shards.parent == tmp_path / "synthetic" and run.shards.name.endswith(f"_r{run.refiner.fingerprint[:8]}")
     unets = list((tmp_path / "unets").iterdir())
     assert [u.name.startswith(f"{run.shards.name}_s4_") for u in unets] == [True]
     again = pipeline.run(samples, n_synthetic=4)  # complete stages are reused, nothing trains again
     assert again.shards == run.shards and list((tmp_path / "unets").iterdir()) == unets
-    assert len(run.trainer.run.read_log()) == len(again.trainer.run.read_log())
+    assert len(run.unet.run.read_log()) == len(again.unet.run.read_log())
     one = pipeline.run(samples[:1], n_synthetic=4, steps=2)  # one annotation: no held-out predictions, no refiner
-    assert one.refiner is None and one.trainer.step == 2 and "_r" not in one.shards.name.split("_n4")[-1]
+    assert one.refiner is None and one.unet.step == 2 and "_r" not in one.shards.name.split("_n4")[-1]
