@@ -3,7 +3,7 @@ notebook 04 when its direction is (a) fitted with labels, or (b) any candidate o
 
 (a) uses the simulated annotator's labeller (a U-Net trained on the procedural train split; see
 ``helpers.semantic_projection.simulated_annotator``) on generated images as labels, and
-``helpers.direction_masks.label_fit.fit_direction``.
+``experiments.label_fit.fit_direction``.
 For each direction, a U-Net (width 16, 600 steps, as notebook 04) is trained on its synthetic masks and
 evaluated on the procedural test split. Labels never touch the test split.
 
@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from experiments.label_fit import fit_direction
 from helpers.core.io import write_json
 from helpers.data.splits import ProceduralSplits, load_split
 from helpers.direction_masks.direction_files import save_direction
-from helpers.direction_masks.label_fit import fit_direction
 from helpers.direction_masks.synthesis import MaskSynthesizer
 from helpers.gans import load, to_uint8
 from helpers.gans.base import Generator

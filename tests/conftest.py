@@ -2,7 +2,9 @@
 
 import pytest
 import torch
+from torch import nn
 
+from helpers.gans.base import Generator
 from helpers.gans.stylegan2 import StyleGAN2
 
 
@@ -22,3 +24,31 @@ def noisy_stylegan2() -> StyleGAN2:
                 p.fill_(0.5)
     G.estimate_latent_avg(64)
     return G.eval()
+
+
+class ToyGenerator(Generator):
+    """16 px images of a disc on a background; z0 darkens the background and lightens the disc,
+    z1 adds a stripe texture (not a recolouring), z2 and z3 set the base colours."""
+
+    dim_z, resolution = 4, 16
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = {}
+        self.anchor = nn.Parameter(torch.zeros(1))
+        yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+        self.register_buffer("disc", (((yy - 7.5) ** 2 + (xx - 7.5) ** 2) < 12).float())
+        self.register_buffer("stripes", torch.sin(xx * 1.7))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        colour = torch.stack([torch.tanh(z[:, 2]), torch.tanh(z[:, 3]), torch.tanh(z[:, 2] - z[:, 3])], 1) * 0.3
+        base = colour[:, :, None, None] * (1 - self.disc) + 0.2 * self.disc
+        light = 0.1 * z[:, 0, None, None, None] * (2 * self.disc - 1)
+        texture = 0.1 * z[:, 1, None, None, None] * self.stripes
+        return (base + light + texture).clamp(-1, 1) + 0 * self.anchor
+
+
+@pytest.fixture
+def toy_generator() -> ToyGenerator:
+    """A 16 px generator with a known background direction (z0), a texture (z1) and base colours (z2, z3)."""
+    return ToyGenerator()

@@ -1,13 +1,12 @@
-import json
+"""Fitting the decoder on annotated latents (helpers.semantic_projection.fitting): loss, resume, fingerprints."""
 
 import numpy as np
 import pytest
 import torch
 
 from helpers.gans import load
-from helpers.segmentation.shards import ShardDataset, shard_path
-from helpers.semantic_projection.dataset import draw_inputs, generate_dataset
-from helpers.semantic_projection.decoder import SemanticDecoder, accepts, build_decoder, generator_features, predict
+from helpers.semantic_projection.dataset import draw_inputs
+from helpers.semantic_projection.decoder import predict
 from helpers.semantic_projection.fitting import (
     IGNORE_INDEX,
     FitConfig,
@@ -41,31 +40,6 @@ def _samples(G, n=2):
         LabelledLatent(z[i], labels, None if seeds is None else seeds[i], 0.7 if seeds else None, f"s{i}")
         for i in range(n)
     ]
-
-
-@pytest.mark.parametrize(
-    "name, channels", [("default-stylegan2", [128, 128, 128, 64, 32]), ("default-biggan", [128, 128, 64, 32, 16])]
-)
-def test_decoder_shapes_on_default_generators(name, channels):
-    G = load(name)
-    decoder = build_decoder(G, num_classes=3)
-    assert list(decoder.config["channels"].values()) == channels
-    assert decoder.config["out_resolution"] == 64 and decoder.tail_upsamples == [False]
-    features = generator_features(G, G.sample_z(2, 0))
-    assert decoder(features).shape == (2, 3, 64, 64)
-
-
-def test_reference_layout_and_tail():
-    reference = SemanticDecoder(
-        {f"res{4 * 2**i}": c for i, c in enumerate([512] * 5 + [256])}, out_resolution=512, image_resolution=1024
-    )
-    assert sum(p.numel() for p in reference.parameters()) == 4_942_530  # the released decoder's count
-    small = SemanticDecoder({"res4": 8, "res8": 4}, num_classes=2, width=8, out_resolution=32, image_resolution=64)
-    assert small.tail_upsamples == [True, True]
-    out = small({"res4": torch.randn(1, 8, 4, 4), "res8": torch.randn(1, 4, 8, 8), "res16": torch.randn(1, 1, 16, 16)})
-    assert out.shape == (1, 2, 64, 64)
-    with pytest.raises(KeyError, match="res8"):
-        small({"res4": torch.randn(1, 8, 4, 4)})
 
 
 def test_ignored_pixels_do_not_contribute():
@@ -148,34 +122,6 @@ def test_fit_rejects_unusable_samples(tmp_path, stylegan):
     unseeded = LabelledLatent(s.z, s.labels, None, s.truncation, "unseeded")
     with pytest.raises(ValueError, match="unseeded: no noise seed"):
         fit(stylegan, [unseeded], tmp_path, progress=False)
-
-
-@pytest.mark.parametrize("name", ["default-biggan", "default-stylegan2"])
-def test_generate_dataset_shards_and_resume(tmp_path, name):
-    G = load(name)
-    torch.manual_seed(0)
-    decoder = build_decoder(G, width=8)
-    folder = generate_dataset(G, decoder, tmp_path / "gen", n_total=5, shard_size=2, batch_size=2, progress=False)
-    data = ShardDataset(folder)
-    rows = data.read(range(5))
-    assert rows["images"].shape == (5, 64, 64, 3) and rows["masks"].shape == (5, 64, 64)
-    assert rows["z"].dtype == np.float32 and rows["z"].shape == (5, G.dim_z)
-    noise_seeds = rows["noise_seed"].tolist()
-    assert (noise_seeds == [-1] * 5) != accepts(G, "noise_seed")
-    # each pair is reproducible from its stored inputs alone (up to float rounding: batch 1 here, 2 there)
-    seed = None if noise_seeds[3] < 0 else [noise_seeds[3]]
-    again = predict(G, decoder, rows["z"][3], seed)
-    np.testing.assert_allclose(again.images[0].astype(int), rows["images"][3].astype(int), atol=1)
-    assert (again.labels[0] == rows["masks"][3]).mean() > 0.999
-    # an interrupted run is completed with identical content
-    data.close()
-    shard_path(folder, 1).unlink()
-    generate_dataset(G, decoder, folder, n_total=5, shard_size=2, batch_size=2, progress=False)
-    np.testing.assert_array_equal(ShardDataset(folder).read(range(5))["images"], rows["images"])
-    manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["attrs"]["generator"] == type(G).__name__
-    with pytest.raises(ValueError, match="different dataset"):
-        generate_dataset(G, decoder, folder, n_total=5, shard_size=2, seed=1, progress=False)
 
 
 def test_class_weights_follow_labelled_pixel_shares():

@@ -1,0 +1,53 @@
+"""Choosing the background direction: the two-map score, image consistency, ranking and shift strips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.direction_masks.ranking import choose, image_consistency, rank_directions, shift_strips, two_map_scores
+
+
+def test_ranking_picks_the_recolouring_direction_and_orients_it(toy_generator):
+    G = toy_generator
+    rows = rank_directions(G, torch.eye(4), 4.0, n_latents=16, train_steps=150)
+    assert rows[0]["index"] == 0
+    assert rows[0]["sign"] == 1.0 and rows[0]["contrast"] > 0.5
+    assert abs(rows[0]["object_fraction"] - G.disc.mean().item()) < 0.02
+    flipped = rank_directions(G, -torch.eye(4)[:1], 4.0, n_latents=16, train_steps=150)
+    assert flipped[0]["sign"] == -1.0
+
+
+def test_scores_and_strips_of_a_noisy_generator_see_the_shift_alone(noisy_stylegan2):
+    """With StyleGAN2's per-pixel noise, G(z) and G(z + h) must be drawn with the same noise."""
+    G = noisy_stylegan2
+    scores = two_map_scores(G, torch.zeros(2, G.dim_z), n_latents=8, train_steps=2, test_batches=1)
+    assert (scores["change"] < 1e-4).all()
+    strips = shift_strips(G, torch.zeros(G.dim_z), [-1.0, 0.0, 1.0], n_rows=2)
+    rows = strips.reshape(2, 4, *strips.shape[1:])
+    assert np.array_equal(rows[:, 0], rows[:, 2]) and (rows[:, 3] > 0).mean() < 0.01
+
+
+def test_choose_takes_the_top_row_or_a_named_candidate():
+    ranking = [{"name": "discovered 3"}, {"name": "pca 0"}]
+    assert choose(ranking)["name"] == "discovered 3"
+    assert choose(ranking, "pca 0")["name"] == "pca 0"
+    with pytest.raises(KeyError, match="no candidate 'pca 9'; candidates: discovered 3, pca 0"):
+        choose(ranking, "pca 9")
+
+
+def test_consistency_ranking_prefers_masks_that_follow_the_image(toy_generator):
+    G = toy_generator
+    consistency, kept = image_consistency(G, 4.0 * torch.eye(4), n_latents=16)
+    assert consistency[0] > 0.9 and kept[0] > 0.5  # the disc: GrabCut keeps the mask
+    assert consistency[1] < 0.6  # the stripes: masks of thin bands that the image's colours do not explain
+    darker, _ = image_consistency(G, -4.0 * torch.eye(4), n_latents=16)
+    assert (darker == 0).all()  # the background lightens (rejected by the area filter) or nothing does
+    rows = rank_directions(G, torch.eye(4), 4.0, by="consistency", n_latents=16, train_steps=150)
+    assert rows[0]["index"] == 0 and rows[0]["sign"] == 1.0
+    assert all(rows[0]["consistency"] >= r["consistency"] for r in rows if r["plausible"])
+    flipped = rank_directions(G, -torch.eye(4)[:1], 4.0, by="consistency", n_latents=16, train_steps=150)
+    assert flipped[0]["consistency"] == pytest.approx(rows[0]["consistency"])  # scored in its oriented form
+    with pytest.raises(ValueError, match="by must be one of"):
+        rank_directions(G, torch.eye(4), 4.0, by="contrast")
