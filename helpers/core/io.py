@@ -63,6 +63,14 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, default=json_default) + "\n")
 
 
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file such as a run's log.jsonl, oldest first ([] if it does not exist yet)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def json_default(obj: Any) -> Any:
     """JSON form of numpy and torch values (lists) and paths (strings), for ``json.dumps(default=...)``."""
     if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+
+from helpers.core.io import read_jsonl
 
 LABEL_COLOURS = np.array([[0, 0, 0], [255, 200, 0], [0, 120, 255]], dtype=np.float32)  # bg, object, part
 
@@ -51,16 +52,21 @@ def bar_chart(values: dict[str, dict[str, float]], ylabel: str, title: str = "")
     return fig
 
 
+NOT_LOSSES = {"step", "epoch", "lr"}  # logged beside the losses, not plotted as one
+
+
 def loss_curves(log_path: str | Path, smooth: int = 20) -> Figure:
-    """Moving averages of every loss in a training run's log.jsonl."""
-    rows = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    """Moving averages of every loss in a training run's log.jsonl, each over the rows that hold it (training rows
+    and, where a run validates, its validation rows)."""
+    rows = read_jsonl(log_path)
     fig, ax = plt.subplots(figsize=(6, 3))
-    if rows:
-        steps = np.array([r["step"] for r in rows])
-        for key in (k for k in rows[0] if k != "step"):
-            values = np.array([r[key] for r in rows])
-            width = max(1, min(smooth, len(values)))
-            ax.plot(steps[width - 1 :], np.convolve(values, np.ones(width) / width, mode="valid"), label=key)
+    keys = dict.fromkeys(k for r in rows for k, v in r.items() if k not in NOT_LOSSES and isinstance(v, (int, float)))
+    for key in keys:
+        steps = np.array([r["step"] for r in rows if key in r])
+        values = np.array([r[key] for r in rows if key in r], dtype=float)
+        width = max(1, min(smooth, len(values)))
+        ax.plot(steps[width - 1 :], np.convolve(values, np.ones(width) / width, mode="valid"), label=key)
+    if keys:
         ax.legend(frameon=False)
     ax.set(xlabel="step", title=Path(log_path).parent.name)
     return fig

@@ -21,7 +21,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers.core.io import atomic_path, json_default, load_checkpoint, save_torch, write_json
+from helpers.core.io import atomic_path, json_default, load_checkpoint, read_jsonl, save_torch, write_json
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
@@ -99,9 +99,7 @@ class RunFolder:
 
     def read_log(self) -> list[dict[str, Any]]:
         """The log's rows, oldest first ([] before the first one)."""
-        if not self.log_path.exists():
-            return []
-        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line]
+        return read_jsonl(self.log_path)
 
     def truncate_log(self, step: int) -> None:
         """Drops log rows written after ``step``, the step of the checkpoint being resumed."""
