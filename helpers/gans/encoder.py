@@ -8,10 +8,9 @@ that on real images through G(E(x)).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from helpers.core.io import load_checkpoint, save_torch
+from helpers.core.runs import RunFolder, settings_tag
 from helpers.gans.base import Generator, weights_fingerprint
 
 
@@ -72,10 +71,11 @@ def train_encoder(
 ) -> list[float]:
     """Fits the encoder to predict z from G(z) (G frozen, eval mode); returns the loss per step.
 
-    With ``run_dir``, the state is checkpointed atomically every ``checkpoint_every`` steps to
-    ``run_dir/encoder_<key>.pt``, the key a hash of the settings and the generator's weights: a call with the same
-    ones continues (bit-exactly on a CPU) or, when finished, returns at once; other settings or a retrained
-    generator start a new file and leave the old one.
+    With ``run_dir``, the run lives in the run folder ``run_dir/encoder_<settings_tag>`` (`helpers.core.runs`),
+    named after the settings and the generator's weights: ``checkpoint.pt`` every ``checkpoint_every`` steps and
+    when stopping or interrupted, ``log.jsonl`` with the loss of every step. A call with the same ones continues
+    (bit-exactly on a CPU) or, when finished, returns at once; other settings or a retrained generator make a
+    new folder and leave the old one.
     """
     generator.eval().requires_grad_(False)
     encoder.train()
@@ -90,45 +90,54 @@ def train_encoder(
         "encoder": encoder.config,
         "generator": weights_fingerprint(generator),
     }
+    run = None if run_dir is None else RunFolder(Path(run_dir) / f"encoder_{settings_tag(settings)}")
     losses: list[float] = []
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    checkpoint = None if run_dir is None else Path(run_dir) / f"encoder_{key}.pt"
-    if checkpoint is not None and checkpoint.exists():
-        state = load_checkpoint(checkpoint)
+    if run is not None and run.has_checkpoint():
+        state = run.resume(settings, key="settings")
         encoder.load_state_dict(state["encoder"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         gen.set_state(state["rng"])
-        losses = state["losses"]
+        losses = [row["loss"] for row in run.read_log()]
+
+    rng_done = gen.get_state()  # the latent RNG as of the last finished step: a step cut short is redrawn
 
     def save() -> None:
-        if checkpoint is not None:
-            save_torch(
-                {
-                    "settings": settings,
-                    "encoder": encoder.state_dict(),
-                    "opt": opt.state_dict(),
-                    "sched": sched.state_dict(),
-                    "rng": gen.get_state(),
-                    "losses": losses,
-                },
-                checkpoint,
-            )
+        run.save(
+            {
+                "settings": settings,
+                "step": len(losses),
+                "encoder": encoder.state_dict(),
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict(),
+                "rng": rng_done,
+            }
+        )
 
-    for _ in tqdm(
-        range(len(losses), steps), desc="training encoder", initial=len(losses), total=steps, disable=not progress
-    ):
-        z = torch.randn(batch_size, generator.dim_z, generator=gen).to(generator.device)
-        with torch.no_grad():
-            x = generator(z)
-        loss = F.mse_loss(encoder(x), z)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if len(losses) % checkpoint_every == 0 or len(losses) == steps:
-            save()
+    saved_at = len(losses)
+    bar = tqdm(total=steps, initial=len(losses), desc="training encoder", disable=not progress)
+    with run.log() if run is not None else nullcontext(lambda row: None) as log:
+        try:
+            while len(losses) < steps:
+                z = torch.randn(batch_size, generator.dim_z, generator=gen).to(generator.device)
+                with torch.no_grad():
+                    x = generator(z)
+                loss = F.mse_loss(encoder(x), z)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+                rng_done = gen.get_state()
+                log({"step": len(losses), "loss": losses[-1]})
+                bar.update(1)
+                if run is not None and len(losses) % checkpoint_every == 0:
+                    save()
+                    saved_at = len(losses)
+        finally:  # done or interrupted: keep the progress
+            bar.close()
+            if run is not None and (len(losses) != saved_at or not run.has_checkpoint()):
+                save()
     return losses
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.core.runs import RunFolder
 from helpers.gans import load
 from helpers.gans.encoder import LatentEncoder, reconstruction_error, train_encoder
 from helpers.gans.train import Discriminator, TrainConfig, Trainer, prepare_for_sampling
@@ -120,21 +121,22 @@ def test_encoder_training_resumes_bit_exactly(tmp_path):
     with pytest.raises(Interrupted):
         train_encoder(g, fresh(), run_dir=tmp_path, **settings)
     g.forward = original_forward
-    (checkpoint,) = tmp_path.glob("encoder_*.pt")
-    assert torch.load(checkpoint, weights_only=True)["losses"] == whole_losses[:5]
+    (folder,) = tmp_path.glob("encoder_*")  # a run folder named after the settings and the generator
+    assert torch.load(folder / "checkpoint.pt", weights_only=True)["step"] == 7  # saved when interrupted
+    assert [row["loss"] for row in RunFolder(folder).read_log()] == whole_losses[:7]
     resumed = fresh()
     assert train_encoder(g, resumed, run_dir=tmp_path, **settings) == whole_losses
     for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
     # a finished run returns its losses without training
     assert train_encoder(g, fresh(), run_dir=tmp_path, **settings) == whole_losses
-    assert [p.name for p in tmp_path.iterdir()] == [checkpoint.name]
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]
     # other settings or a retrained generator train anew, beside the old checkpoint
     train_encoder(g, fresh(), run_dir=tmp_path, **(settings | {"steps": 3}))
     with torch.no_grad():
         next(g.parameters()).add_(1.0)
     train_encoder(g, fresh(), run_dir=tmp_path, **(settings | {"steps": 3}))
-    assert len(list(tmp_path.glob("encoder_*.pt"))) == 3
+    assert len(list(tmp_path.glob("encoder_*/checkpoint.pt"))) == 3
 
 
 def _small_biggan():
