@@ -43,9 +43,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from helpers.core.io import atomic_path, write_text
+from helpers.core.modules import weights_fingerprint
 from helpers.core.paths import embeddings_dir, resolve
 from helpers.data.folders import UnreadableFilesError, scan_images
-from helpers.gans.base import Generator, to_uint8, weights_fingerprint
+from helpers.gans.base import Generator, to_uint8
 from helpers.gans.checkpoints import load, resolve_checkpoint
 
 BIGBIGAN_HANDLE = "https://tfhub.dev/deepmind/bigbigan-resnet50/1"

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from helpers.core.io import save_torch
+from helpers.core.modules import load_strict
 from helpers.core.paths import weights_dir
-from helpers.gans.base import load_strict
 from helpers.gans.biggan import ARCH, BOTTOM_WIDTH, BigGAN
 from helpers.gans.encoder import LatentEncoder
 from helpers.gans.stylegan2 import StyleGAN2

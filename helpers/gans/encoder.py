@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from helpers.core.modules import weights_fingerprint
 from helpers.core.runs import RunFolder, settings_tag
-from helpers.gans.base import Generator, weights_fingerprint
+from helpers.gans.base import Generator
 
 
 class _DownBlock(nn.Module):

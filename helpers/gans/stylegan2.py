@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from helpers.gans.base import CheckpointMismatchError, Generator, load_strict
+from helpers.core.modules import CheckpointMismatchError, load_strict
+from helpers.gans.base import Generator
 from helpers.gans.convert.stylegan2 import rosinality_to_saic
 
 SQRT2 = math.sqrt(2.0)

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from helpers.core.io import save_torch
-from helpers.gans.base import load_strict
+from helpers.core.modules import load_strict
 
 FORMAT = "gan-seg-notebooks/backbone-v1"
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")

@@ -38,8 +38,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from helpers.core.io import save_torch
+from helpers.core.modules import load_strict
 from helpers.core.runtime import eval_mode
-from helpers.gans.base import Generator, load_strict, to_uint8
+from helpers.gans.base import Generator, to_uint8
 
 MAX_FEATURE_RES = 128  # default: use generator maps up to this resolution (the reference's choice)
 

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from helpers.core.modules import weights_fingerprint
 from helpers.core.runs import RunFolder
-from helpers.gans.base import Generator, weights_fingerprint
+from helpers.gans.base import Generator
 from helpers.segmentation import SegmentationSettings, SegmentationTrainer, UNet, dihedral_pairs, images_to_input
 from helpers.semantic_projection.decoder import predict
 from helpers.semantic_projection.fitting import IGNORE_INDEX, FitConfig, LabelledLatent, fit, samples_fingerprint

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers.gans.base import CheckpointMismatchError, load_strict
+from helpers.core.modules import CheckpointMismatchError, load_strict
 from helpers.gans.biggan import BigGAN, ConditionalBN, OutputBN, SpectralNorm, recompute_bn_stats
 
 FIXTURE = Path(__file__).parent / "fixtures" / "biggan_reference_small.pt"

@@ -4,7 +4,7 @@ noise."""
 import pytest
 import torch
 
-from helpers.gans.base import CheckpointMismatchError
+from helpers.core.modules import CheckpointMismatchError
 from helpers.gans.convert.stylegan2 import rosinality_to_saic, saic_to_rosinality
 from helpers.gans.stylegan2 import StyleGAN2, bias_leaky_relu, infer_config, stylegan2_channels, upfirdn2d
 

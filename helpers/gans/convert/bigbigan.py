@@ -58,7 +58,7 @@ from torch import Tensor
 
 from helpers.core.io import save_torch, write_json
 from helpers.core.manifest import sha256_file
-from helpers.gans.base import format_listing, load_strict
+from helpers.core.modules import format_listing, load_strict
 from helpers.gans.biggan import ARCH, BOTTOM_WIDTH, BigGAN
 from helpers.gans.checkpoints import infer_biggan_config
 
