@@ -218,24 +218,23 @@ def test_semantic_projection_notebook_outputs(smoke_run):
 
 @pytest.mark.notebooks
 def test_notebook_05_runs_the_papers_pipeline_without_refiner(tmp_path):
-    """REFINER_STEPS = 0, plain cross-entropy, no augmentation, single-view scores of the U-Net's own masks: the
-    synthetic masks are the decoder's arg-max and the U-Net is trained and scored as in the paper."""
+    """The reference-pipelines profile: REFINER_STEPS = 0, plain cross-entropy, no augmentation, single-view scores
+    of the U-Net's own masks: the synthetic masks are the decoder's arg-max and the U-Net is trained and scored as
+    in the paper."""
+    from helpers.profiles import notebook_parameters
     from helpers.runner import run_notebook
 
+    profile = load_profile("reference-pipelines")
     params = {
-        **smoke_parameters(),
+        **notebook_parameters("05_semantic_projection", profile, smoke=True),
         "DEVICE": "cpu",
         "INTERACTIVE": False,
-        "REFINER_STEPS": 0,
-        "CLASS_WEIGHT_POWER": 0.0,
         "CURVE_COUNTS": "2",
-        "UNET_AUGMENT": "none",
-        "DIHEDRAL_TTA": False,
-        "TEST_GRABCUT": False,
     }
     run = run_notebook(NOTEBOOKS_BY_NAME["05_semantic_projection.ipynb"], tmp_path, params, timeout=600)
     assert run.status == "passed", run.error
     assert run.metrics["refiner"] is None and run.parameters["CLASS_WEIGHT_POWER"] == 0.0
+    assert run.parameters["UNET_AUGMENT"] == "none" and run.parameters["SEG_STEPS"] == smoke_parameters()["SEG_STEPS"]
     assert run.metrics["test_grabcut"] is None and not any(k.startswith("procedural_test_") for k in run.metrics)
     assert "binary_iou_without_grabcut" not in run.metrics["curve"][0]
     assert [c["k"] for c in run.metrics["curve"]] == [2]
