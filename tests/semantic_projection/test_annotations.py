@@ -4,14 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.gans import load
 from helpers.semantic_projection.annotations import AnnotationError, AnnotationStore, GeneratorRef
 from helpers.semantic_projection.fitting import IGNORE_INDEX
-
-
-@pytest.fixture(scope="module")
-def stylegan():
-    return load("default-stylegan2")
 
 
 @pytest.fixture

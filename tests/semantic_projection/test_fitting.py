@@ -22,11 +22,6 @@ SMALL = dict(width=16, epochs=6, min_epoch_size=4, checkpoint_every=100)
 
 
 @pytest.fixture(scope="module")
-def stylegan():
-    return load("default-stylegan2")
-
-
-@pytest.fixture(scope="module")
 def biggan():
     return load("default-biggan")
 

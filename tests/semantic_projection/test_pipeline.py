@@ -1,9 +1,7 @@
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
-from helpers.gans import load
 from helpers.segmentation.grabcut import TrimapGrabCut
 from helpers.semantic_projection.dataset import draw_inputs
 from helpers.semantic_projection.fitting import IGNORE_INDEX, FitConfig, LabelledLatent
@@ -97,11 +95,6 @@ def test_a_curve_point_scores_the_configured_protocol_with_and_without_the_refit
     assert point["binary_iou_without_grabcut"] == scores["procedural_test_without_grabcut"]["binary"]["iou"]
     assert point["part_iou"] == scores["procedural_test"]["class_iou"]["part"]
     assert "binary_iou_without_grabcut" not in curve_point(ScoringProtocols(images, labels, CLASSES, False), model, 5)
-
-
-@pytest.fixture(scope="module")
-def stylegan():
-    return load("default-stylegan2")
 
 
 def _samples(G, n):

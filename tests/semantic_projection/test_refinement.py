@@ -6,7 +6,6 @@ import torch
 from scipy import ndimage as ndi
 
 from helpers.core.runs import settings_tag
-from helpers.gans import load
 from helpers.segmentation.shards import ShardDataset
 from helpers.semantic_projection.dataset import draw_inputs, generate_dataset
 from helpers.semantic_projection.decoder import build_decoder, load_decoder, predict
@@ -24,11 +23,6 @@ from helpers.semantic_projection.refinement import (
 )
 
 TINY_DECODER = FitConfig(num_classes=2, width=8, epochs=1, min_epoch_size=2, checkpoint_every=100)
-
-
-@pytest.fixture(scope="module")
-def stylegan():
-    return load("default-stylegan2")
 
 
 def _samples(G, n):
