@@ -5,11 +5,15 @@ runs the given notebooks instead, e.g. ``notebooks/training/train_default_gans.i
 weights and is not part of the reproduction run). Each notebook gets ``OUT_DIR = <results>/<notebook name>``
 (its JSON metrics and PNG figures land there), ``DEVICE``, ``INTERACTIVE = False`` (widgets are not displayed;
 their outputs are saved), the values of a profile (``--profile NAME``, see `helpers.profiles`) and, with
-``--smoke``, tiny sizes; only the names a notebook's ``parameters`` cell declares are passed to it. Every
-parameter the notebook ran with (its defaults with the passed values over them) is written to
+``--smoke``, tiny sizes; only the names a notebook's ``parameters`` cell declares are passed to it. A notebook
+with variants in the profile runs once per variant (``OUT_DIR = <results>/<notebook>@<variant>``). Every
+parameter a run uses (the notebook's defaults with the passed values over them) is written to
 ``<OUT_DIR>/parameters.json`` before it starts.
-Executed copies go to ``<results>/executed/``, and ``summary.json`` plus ``summary.md`` to ``<results>/``. The
-first failure stops the run and is reported with the notebook, the cell and the error.
+Before any notebook starts, the preflight (`helpers.preflight`) lists the files and benchmark folders the runs
+need; a required one that is missing or fails verification stops everything, with the step that gets it
+(``--check`` stops after the list). Executed copies go to ``<results>/executed/``, and ``summary.json`` plus
+``summary.md`` to ``<results>/``; with a profile that gives reference scores, the summary sets each benchmark's
+scores beside them. The first failure stops the run and is reported with the notebook, the cell and the error.
 """
 
 from __future__ import annotations
@@ -28,26 +32,33 @@ import papermill
 
 from helpers.core.io import write_json, write_text
 from helpers.core.paths import notebooks_dir, resolve
-from helpers.profiles import Profile, load_profile, notebook_parameters
+from helpers.preflight import PlannedRun, Preflight
+from helpers.preflight import check as preflight_check
+from helpers.profiles import SCORE_KEYS, Profile, load_profile, notebook_parameters
 
 
 @dataclass
 class NotebookRun:
-    """What happened to one notebook."""
+    """What happened to one notebook run."""
 
-    notebook: str
-    status: Literal["passed", "failed"]
+    notebook: str  # the file's name
+    run: str  # the notebook's name, with @variant for a profile's variant
+    status: Literal["passed", "failed", "skipped"]
     seconds: float
     executed: str
     out_dir: str
     parameters: dict[str, Any]  # every parameter it ran with: its defaults, overridden by those passed
     overrides: dict[str, Any]  # the parameters passed to it
     metrics: dict[str, Any] = field(default_factory=dict)
-    error: str = ""
+    error: str = ""  # why it failed, or why it was skipped
 
 
 class NotebookFailed(RuntimeError):
     """A notebook raised; the message names the notebook, the cell and the error."""
+
+
+class PreflightFailed(RuntimeError):
+    """Something a run needs is missing or invalid; the message is the preflight's report."""
 
 
 def list_notebooks(folder: Path | None = None) -> list[Path]:
@@ -80,18 +91,21 @@ def _failure_message(notebook: Path, err: papermill.PapermillExecutionError, exe
     )
 
 
-def run_notebook(notebook: Path, results: Path, params: dict[str, Any], timeout: int | None = None) -> NotebookRun:
-    """Executes one notebook with the parameters it declares (``timeout``: seconds per cell) and reports how it went.
+def run_notebook(planned: PlannedRun, results: Path, timeout: int | None = None) -> NotebookRun:
+    """Executes one planned run (``timeout``: seconds per cell) and reports how it went.
 
     The metrics are those its ``metrics.json`` holds after a run that passed and wrote it: a file left by an
     earlier run is never reported as this run's.
     """
-    out_dir = results / notebook.stem
-    executed = results / "executed" / notebook.name
+    notebook, given = planned.notebook, planned.given
+    out_dir, executed = Path(given["OUT_DIR"]), results / "executed" / f"{planned.name}.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
-    defaults = default_parameters(notebook)
-    given = {k: v for k, v in {**params, "OUT_DIR": str(out_dir)}.items() if k in defaults}
-    run = NotebookRun(notebook.name, "passed", 0.0, str(executed), str(out_dir), {**defaults, **given}, given)
+    run = NotebookRun(
+        notebook.name, planned.name, "passed", 0.0, str(executed), str(out_dir), planned.parameters, given
+    )
+    if planned.skipped:
+        run.status, run.error = "skipped", planned.skipped
+        return run
     write_json(out_dir / "parameters.json", run.parameters)
     start, started_at = time.perf_counter(), time.time()
     try:
@@ -116,16 +130,75 @@ def run_notebook(notebook: Path, results: Path, params: dict[str, Any], timeout:
     return run
 
 
-def _summary_markdown(runs: list[NotebookRun], smoke: bool, profile: str) -> str:
+def plan_runs(
+    notebooks: list[Path], results: Path, profile: Profile | None, smoke: bool, device: str
+) -> list[PlannedRun]:
+    """One run per notebook, or per variant the profile gives it, with the parameters its cell declares."""
+    planned = []
+    for nb in notebooks:
+        defaults = default_parameters(nb)
+        for variant in (profile.variants(nb.stem) if profile else []) or [None]:
+            name = nb.stem + (f"@{variant}" if variant else "")
+            values = {
+                **notebook_parameters(nb.stem, profile, smoke, variant),
+                "DEVICE": device,
+                "INTERACTIVE": False,
+                "OUT_DIR": str(results / name),
+            }
+            planned.append(PlannedRun(name, nb, variant, {k: v for k, v in values.items() if k in defaults}, defaults))
+    return planned
+
+
+def benchmark_rows(runs: list[NotebookRun], preflight: Preflight, profile: Profile | None) -> list[dict[str, Any]]:
+    """One row per benchmark scored, skipped or in the profile's reference scores: our final model's scores
+    (``metrics['benchmarks'][name][metrics['final']]``) beside the reference's."""
+    reference = profile.reference_scores if profile else {}
+    rows = []
+    for run in runs:
+        for name, by_model in run.metrics.get("benchmarks", {}).items():
+            ours = by_model.get(run.metrics.get("final"), {})
+            rows.append({"benchmark": name, "run": run.run, "status": "scored", **{k: ours.get(k) for k in SCORE_KEYS}})
+    for need in preflight.needs:
+        if need.label.startswith("benchmark ") and need.state == "missing":
+            name = need.label.removeprefix("benchmark ")
+            rows.append({"benchmark": name, "run": ", ".join(need.runs), "status": f"skipped: no folder {need.path}"})
+    for name in reference:
+        if not any(row["benchmark"] == name for row in rows):
+            rows.append({"benchmark": name, "run": "", "status": "not in this run"})
+    for row in rows:
+        row["reference"] = reference.get(row["benchmark"])
+    return rows
+
+
+def _number(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "–"
+
+
+def _summary_markdown(runs: list[NotebookRun], smoke: bool, profile: str, benchmarks: list[dict[str, Any]]) -> str:
     lines = [
         f"# Reproduction summary (profile {profile}, {'smoke' if smoke else 'full'} run)",
         "",
         "| notebook | status | seconds |",
         "|---|---|---|",
     ]
-    lines += [f"| {r.notebook} | {r.status} | {r.seconds:.1f} |" for r in runs]
+    lines += [f"| {r.run} | {r.status} | {r.seconds:.1f} |" for r in runs]
+    if benchmarks:
+        lines += [
+            "",
+            "## Benchmarks",
+            "",
+            "IoU / accuracy / max-Fβ of each run's final model, and the reference's"
+            + (" (smoke sizes: not comparable)" if smoke else ""),
+            "",
+            "| benchmark | run | status | IoU | accuracy | max-Fβ | reference IoU | accuracy | max-Fβ |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in benchmarks:
+            ours = [_number(row.get(k)) for k in SCORE_KEYS]
+            ref = [_number((row["reference"] or {}).get(k)) for k in SCORE_KEYS]
+            lines.append(f"| {row['benchmark']} | {row['run']} | {row['status']} | " + " | ".join(ours + ref) + " |")
     for r in runs:
-        lines += ["", f"## {r.notebook}", ""]
+        lines += ["", f"## {r.run}", ""]
         if r.error:
             lines += ["```", r.error, "```"]
         flat = {k: v for k, v in r.metrics.items() if isinstance(v, (int, float, str, bool))}
@@ -143,15 +216,22 @@ def run_all(
     notebooks: list[Path] | None = None,
     profile: str | Path | None = None,
     summary_name: str = "summary",
+    check_only: bool = False,
 ) -> list[NotebookRun]:
     """Runs the notebooks in order, writing the summary after each; raises NotebookFailed at the first failure.
 
-    ``notebooks`` replaces the numbered notebooks of ``folder``; ``only`` keeps those whose name starts so;
-    ``profile`` (a name or a YAML path) sets parameters before ``smoke``'s tiny sizes (see `helpers.profiles`);
-    the summary is written to ``<results>/<summary_name>.json`` and ``.md``.
+    ``notebooks`` replaces the numbered notebooks of ``folder`` (those the profile lists, unless ``only`` picks);
+    ``only`` keeps those whose name starts so; ``profile`` (a name or a YAML path) sets parameters before
+    ``smoke``'s tiny sizes (see `helpers.profiles`); the summary is written to ``<results>/<summary_name>.json``
+    and ``.md``. The preflight's report is printed first; it raises PreflightFailed when something required is
+    not in place, and
+    with ``check_only`` nothing runs.
     """
+    chosen: Profile | None = load_profile(profile) if profile else None
     if notebooks is None:
         notebooks = list_notebooks(folder)
+        if chosen and not only:
+            notebooks = [nb for nb in notebooks if chosen.runs_notebook(nb.stem)]
     missing = [str(nb) for nb in notebooks if not Path(nb).is_file()]
     if missing:
         raise FileNotFoundError(f"no such notebook: {', '.join(missing)}")
@@ -161,20 +241,31 @@ def run_all(
         if unknown:
             raise ValueError(f"no notebook matches {unknown}; available: {[nb.stem for nb in notebooks]}")
         notebooks = [nb for nb in notebooks if any(nb.stem.startswith(name) for name in only)]
-    chosen: Profile | None = load_profile(profile) if profile else None
     declared = {nb.stem: set(default_parameters(nb)) for nb in {*list_notebooks(folder), *notebooks}}
     for checked in filter(None, [chosen, load_profile("smoke") if smoke else None]):
         checked.check(declared)
     profile_name = chosen.name if chosen else "default"
+    preflight = preflight_check(plan_runs(notebooks, results, chosen, smoke, device))
+    print(preflight.report(), flush=True)
+    if not preflight.ok:
+        raise PreflightFailed(preflight.report())
+    if check_only:
+        return []
     runs: list[NotebookRun] = []
-    for nb in notebooks:
-        print(f"[{len(runs) + 1}/{len(notebooks)}] {nb.name} ...", flush=True)
-        params = {**notebook_parameters(nb.stem, chosen, smoke), "DEVICE": device, "INTERACTIVE": False}
-        runs.append(run_notebook(nb, results, params, timeout))
+    for planned in preflight.runs:
+        print(f"[{len(runs) + 1}/{len(preflight.runs)}] {planned.name} ...", flush=True)
+        runs.append(run_notebook(planned, results, timeout))
         print(f"    {runs[-1].status} in {runs[-1].seconds:.1f} s", flush=True)
-        summary = {"profile": profile_name, "smoke": smoke, "device": device, "notebooks": [asdict(r) for r in runs]}
+        rows = benchmark_rows(runs, preflight, chosen)
+        summary = {
+            "profile": profile_name,
+            "smoke": smoke,
+            "device": device,
+            "notebooks": [asdict(r) for r in runs],
+            "benchmarks": rows,
+        }
         write_json(results / f"{summary_name}.json", summary)
-        write_text(results / f"{summary_name}.md", _summary_markdown(runs, smoke, profile_name))
+        write_text(results / f"{summary_name}.md", _summary_markdown(runs, smoke, profile_name, rows))
         if runs[-1].status == "failed":
             raise NotebookFailed(runs[-1].error)
     return runs
@@ -197,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="auto", help="'auto' (CUDA if present, else CPU), 'cpu', 'cuda:0', ...")
     parser.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    parser.add_argument(
+        "--check", action="store_true", help="list what the runs need and whether it is in place; run nothing"
+    )
     args = parser.parse_args(argv)
     results = resolve(args.results or ("results" if not args.profile else f"results/{Path(args.profile).stem}"))
     summary_name = f"summary_{args.notebook[0].stem}" if args.notebook else "summary"
@@ -210,11 +304,20 @@ def main(argv: list[str] | None = None) -> int:
             notebooks=[resolve(p) for p in args.notebook] if args.notebook else None,
             profile=args.profile,
             summary_name=summary_name,
+            check_only=args.check,
         )
+    except PreflightFailed:
+        print("FAILED: the preflight found something required missing or invalid (listed above)", file=sys.stderr)
+        return 1
     except (NotebookFailed, FileNotFoundError, ValueError) as err:
         print(f"FAILED: {err}\nsummary: {results / summary_name}.md", file=sys.stderr)
         return 1
-    print(f"All {len(runs)} notebooks passed; summary: {results / summary_name}.md")
+    if args.check:
+        return 0
+    skipped = [r.run for r in runs if r.status == "skipped"]
+    if skipped:
+        print(f"Skipped (nothing to score): {', '.join(skipped)}")
+    print(f"All {len(runs) - len(skipped)} notebook runs passed; summary: {results / summary_name}.md")
     return 0
 
 

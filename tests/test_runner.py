@@ -43,7 +43,7 @@ def test_runs_in_order_with_declared_smoke_parameters(folder, tmp_path):
     assert json.loads((results / "02_second" / "parameters.json").read_text()) == runs[1].parameters
     summary = json.loads((results / "summary.json").read_text())
     assert [n["status"] for n in summary["notebooks"]] == ["passed", "passed"]
-    assert "01_first.ipynb | passed" in (results / "summary.md").read_text()
+    assert "| 01_first | passed |" in (results / "summary.md").read_text()
     assert (results / "executed" / "02_second.ipynb").exists()
 
 
@@ -125,8 +125,11 @@ def test_a_profile_sets_parameters_before_the_smoke_sizes(folder, tmp_path):
         ("parameters:\n  03_missing: {N: 1}\n", r"parameters\.03_missing: no such notebook"),
         ("parameters:\n  02_second: {N: 1}\n", r"parameters\.02_second\.N: not a parameter of 02_second"),
         ("smoke:\n  all: {NOPE: 1}\n", r"smoke\.all\.NOPE: not a parameter of any notebook"),
-        ("parameters: [1, 2]\n", "must map 'all' or a notebook name"),
-        ("other: {}\n", "the sections parameters and smoke"),
+        ("parameters: [1, 2]\n", "parameters must map names to mappings"),
+        ("other: {}\n", "the sections parameters, smoke, notebooks, reference_scores"),
+        ("notebooks: ['09']\n", "notebooks: '09' matches no notebook"),
+        ("parameters:\n  03_missing@a: {N: 1}\n", r"parameters\.03_missing@a: no such notebook"),
+        ("reference_scores:\n  ECSSD: {iou: 0.5}\n", "ECSSD must give numbers for iou, accuracy, f_max"),
     ],
 )
 def test_a_bad_profile_is_refused_before_any_notebook_runs(folder, tmp_path, content, message):
@@ -155,3 +158,39 @@ def test_a_failed_notebook_never_reports_an_earlier_runs_metrics(folder, tmp_pat
         run_all(results, smoke=True, folder=folder, only=["01"])
     summary = json.loads((results / "summary.json").read_text())
     assert summary["notebooks"][0]["status"] == "failed" and summary["notebooks"][0]["metrics"] == {}
+
+
+def test_variants_run_once_each_with_their_own_values_and_folders(folder, tmp_path):
+    (folder / "profiles" / "two.yml").write_text(
+        "notebooks: ['01']\n"
+        "parameters:\n  01_first: {N: 5}\n  01_first@a: {SMOKE: true}\n  01_first@b: {N: 6}\n"
+        "reference_scores:\n  ECSSD: {iou: 0.684, accuracy: 0.906, f_max: 0.797}\n"
+    )
+    runs = run_all(tmp_path / "r", folder=folder, profile="two")
+    assert [r.run for r in runs] == ["01_first@a", "01_first@b"]  # the profile's list leaves 02 out
+    assert [r.metrics for r in runs] == [{"n": 5, "smoke": True}, {"n": 6, "smoke": False}]
+    assert runs[1].out_dir == str(tmp_path / "r" / "01_first@b") and (tmp_path / "r/executed/01_first@a.ipynb").exists()
+    summary = (tmp_path / "r" / "summary.md").read_text()
+    # a reference benchmark that no run scored still gets its row, with the reference's numbers
+    assert "| ECSSD |  | not in this run | – | – | – | 0.684 | 0.906 | 0.797 |" in summary
+    assert [r.run for r in run_all(tmp_path / "o", folder=folder, profile="two", only=["02"])] == ["02_second"]
+
+
+def test_placeholders_stand_for_the_project_folders(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("GANSEG_WEIGHTS_DIR", str(tmp_path / "w"))
+    _notebook(folder / "03_path.ipynb", "OUT_DIR = 'z'\nPATH = ''", "import json, pathlib\nprint(PATH)")
+    (folder / "profiles" / "p.yml").write_text("parameters:\n  03_path: {PATH: '{weights}/x.pth'}\n")
+    runs = run_all(tmp_path / "r", folder=folder, profile="p", only=["03"])
+    assert runs[0].overrides["PATH"] == str(tmp_path / "w" / "x.pth")
+
+
+def test_check_lists_what_is_missing_and_runs_nothing(folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("helpers.runner.notebooks_dir", lambda: folder)
+    monkeypatch.setenv("GANSEG_WEIGHTS_DIR", str(tmp_path / "weights"))
+    _notebook(folder / "03_gan.ipynb", "OUT_DIR = 'z'\nGENERATOR = 'bigbigan'", "raise RuntimeError('ran')")
+    assert main(["--results", str(tmp_path / "r"), "--only", "03", "--check"]) == 1
+    printed = capsys.readouterr()
+    assert "[MISSING] asset bigbigan" in printed.out and "bash download_all.sh --only bigbigan" in printed.out
+    assert "preflight found something required missing" in printed.err and not (tmp_path / "r").exists()
+    assert main(["--results", str(tmp_path / "r"), "--only", "01", "--check"]) == 0
+    assert not (tmp_path / "r" / "executed").exists()

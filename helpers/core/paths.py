@@ -1,4 +1,4 @@
-"""Where the project's files live: repository root, data cache, weights and results folders."""
+"""Where the project's files live: repository root, data cache, weights, embeddings and benchmark folders."""
 
 from __future__ import annotations
 
@@ -33,6 +33,11 @@ def weights_dir() -> Path:
 def embeddings_dir() -> Path:
     """Latent codes of image folders (GANSEG_EMBEDDINGS_DIR overrides <root>/embeddings)."""
     return resolve(os.environ.get("GANSEG_EMBEDDINGS_DIR", "embeddings"))
+
+
+def datasets_dir() -> Path:
+    """Benchmark image folders, one per dataset (GANSEG_DATASETS_DIR overrides <root>/datasets)."""
+    return resolve(os.environ.get("GANSEG_DATASETS_DIR", "datasets"))
 
 
 def notebooks_dir() -> Path:

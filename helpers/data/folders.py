@@ -265,17 +265,46 @@ class Benchmark:
 
     images_subdir: str
     masks_subdir: str
+    source: str  # the page that publishes the archives
+    archives: str  # what to download there and how it unpacks
     mask_rule: MaskRule = threshold_mask
     key: KeyFunction = stem_key
 
 
+_SALIENCY = "https://saliencydetection.net/"
 BENCHMARKS: dict[str, Benchmark] = {
-    "ECSSD": Benchmark("images", "ground_truth_mask"),
-    "DUTS-TE": Benchmark("DUTS-TE-Image", "DUTS-TE-Mask"),
-    "DUTS-TR": Benchmark("DUTS-TR-Image", "DUTS-TR-Mask"),
-    "DUT-OMRON": Benchmark("DUT-OMRON-image", "pixelwiseGT-new-PNG"),
-    "CUB-200-2011": Benchmark("images", "segmentations"),
-    "Flowers-102": Benchmark("jpg", "segmim", mask_rule=flowers_mask, key=flowers_key),
+    "ECSSD": Benchmark(
+        "images",
+        "ground_truth_mask",
+        "https://www.cse.cuhk.edu.hk/leojia/projects/hsaliency/dataset.html",
+        "images.zip and ground_truth_mask.zip, unzipped side by side",
+    ),
+    "DUTS-TE": Benchmark(
+        "DUTS-TE-Image", "DUTS-TE-Mask", _SALIENCY + "duts/", "DUTS-TE.zip, whose DUTS-TE/ folder is the root"
+    ),
+    "DUTS-TR": Benchmark(
+        "DUTS-TR-Image", "DUTS-TR-Mask", _SALIENCY + "duts/", "DUTS-TR.zip, whose DUTS-TR/ folder is the root"
+    ),
+    "DUT-OMRON": Benchmark(
+        "DUT-OMRON-image",
+        "pixelwiseGT-new-PNG",
+        _SALIENCY + "dut-omron/",
+        "DUT-OMRON-image.zip and DUT-OMRON-gt-pixelwise.zip.zip, unzipped side by side",
+    ),
+    "CUB-200-2011": Benchmark(
+        "images",
+        "segmentations",
+        "https://www.vision.caltech.edu/datasets/cub_200_2011/",
+        "CUB_200_2011.tgz (its CUB_200_2011/ folder is the root) and segmentations.tgz, moved into it",
+    ),
+    "Flowers-102": Benchmark(
+        "jpg",
+        "segmim",
+        "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/",
+        "102flowers.tgz and 102segmentations.tgz, unpacked side by side",
+        mask_rule=flowers_mask,
+        key=flowers_key,
+    ),
 }
 
 

@@ -1,0 +1,180 @@
+"""Preflight: what a run's notebooks need on disk, whether each thing is in place and verified, and how to get it.
+
+The runner plans its runs (notebook, variant, parameters) and hands them here before any notebook starts. Files
+are found by parameter: ``GENERATOR`` (a known name of `helpers.gans.checkpoints.KNOWN_FILES` or a path),
+``DIRECTION`` and ``EMBEDDINGS`` (files), ``ANNOTATIONS`` (an annotation store folder) and ``BENCHMARKS``
+(benchmark folders, `helpers.data.folders.parse_benchmarks`). A file that the registry of `helpers.assets`
+knows is verified as ``download_all.sh`` verifies it (sha256 against the lock file, or the structural check,
+which then records it); anything else only has to exist. Every file is required. Benchmark folders are optional:
+a missing one is dropped from the run's ``BENCHMARKS`` and listed as skipped, and a run left with nothing to
+score (no benchmark present and ``PROCEDURAL_SPLIT = False``) is skipped as a whole. A benchmark folder that
+exists but does not pair up is an error, as is a required file that is missing or fails verification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from helpers import assets
+from helpers.core.paths import resolve
+from helpers.data.folders import BENCHMARKS, FolderDatasetError, open_benchmark, parse_benchmarks
+from helpers.gans.checkpoints import KNOWN_FILES, resolve_checkpoint
+
+State = Literal["verified", "present", "missing", "invalid"]
+FILE_PARAMETERS = ("GENERATOR", "DIRECTION", "EMBEDDINGS", "ANNOTATIONS")
+ANNOTATE_STEP = (
+    "annotate generated images with the annotator of notebook 05 (INTERACTIVE = True) into this folder "
+    "(docs/semantic_projection.md#the-annotator)"
+)
+
+
+@dataclass
+class Need:
+    """One file or folder that some runs use, and what the preflight found."""
+
+    label: str  # what it is, e.g. "asset bigbigan" or "benchmark ECSSD"
+    path: Path
+    required: bool
+    state: State = "missing"
+    detail: str = ""  # what was verified, or why it is invalid
+    step: str = ""  # how to get it (shown when it is not in place)
+    runs: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """In place: verified, or present where nothing more can be checked."""
+        return self.state in ("verified", "present")
+
+
+@dataclass
+class PlannedRun:
+    """One notebook run as the runner will start it."""
+
+    name: str  # the notebook's name, with @variant for a variant
+    notebook: Path
+    variant: str | None
+    given: dict[str, Any]  # the parameters passed to it
+    defaults: dict[str, Any]  # its parameters cell
+    skipped: str = ""  # why it will not run
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """Every parameter it runs with."""
+        return {**self.defaults, **self.given}
+
+
+@dataclass
+class Preflight:
+    """The needs of a plan and the plan with absent benchmarks removed."""
+
+    needs: list[Need]
+    runs: list[PlannedRun]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every required file is in place and every benchmark folder present is readable."""
+        return all(n.ok or (not n.required and n.state == "missing") for n in self.needs)
+
+    def report(self) -> str:
+        """A table of every need with its state, then the steps for what is missing and the skipped benchmarks."""
+        if not self.needs:
+            return "Preflight: the runs need no weights, embeddings, annotations or benchmark folders."
+        lines = ["Preflight: what the runs need", ""]
+        for need in self.needs:
+            mark = "ok" if need.ok else ("SKIP" if not need.required and need.state == "missing" else "MISSING")
+            mark = "INVALID" if need.state == "invalid" else mark
+            lines.append(
+                f"  [{mark:>7}] {need.label}: {need.path} ({need.state}{', ' + need.detail if need.detail else ''})"
+            )
+            lines.append(f"            used by {', '.join(need.runs)}")
+        todo = [n for n in self.needs if not n.ok]
+        if todo:
+            lines += ["", "To get what is not in place:"]
+            lines += [f"  {n.label}: {n.step}" for n in todo]
+        skipped = [n.label.removeprefix("benchmark ") for n in self.needs if not n.required and n.state == "missing"]
+        if skipped:
+            lines += ["", f"Benchmarks that will be skipped (folder missing): {', '.join(skipped)}"]
+        lines += [f"Run {r.name} will be skipped: {r.skipped}" for r in self.runs if r.skipped]
+        lines += ["", "Everything required is in place." if self.ok else "Something required is not in place."]
+        return "\n".join(lines)
+
+
+def _asset_for(path: Path) -> assets.Asset | None:
+    return next((a for a in assets.ASSETS if assets.target_path(a) == path), None)
+
+
+def _file_need(parameter: str, value: str) -> Need:
+    """The need behind one file parameter, checked."""
+    path = resolve_checkpoint(value) if parameter == "GENERATOR" else resolve(value)
+    asset = _asset_for(path)
+    if asset is not None:
+        step = f"bash download_all.sh --only {asset.name}" if asset.urls else asset.manual
+        need = Need(f"asset {asset.name}", path, True, step=step)
+        if not path.exists():
+            return need
+        try:
+            assets.ensure(asset)  # an existing file is verified, and recorded on its first check; nothing downloads
+        except assets.AssetError as err:
+            return replace(need, state="invalid", detail=str(err).splitlines()[0])
+        return replace(need, state="verified", detail=assets.read_lock(path.parent)[path.name]["check"])
+    if parameter == "ANNOTATIONS":
+        need = Need("annotation store", path, True, step=ANNOTATE_STEP)
+        store = path / "store.json"
+        return replace(need, state="present", detail="store.json found") if store.is_file() else need
+    shipped = parameter == "GENERATOR" and value in KNOWN_FILES
+    step = "shipped with the repository: restore it with git checkout" if shipped else "a file you provide"
+    need = Need(f"{parameter.lower()} file", path, True, step=step)
+    return replace(need, state="present") if path.is_file() else need
+
+
+def _benchmark_need(name: str, root: Path) -> Need:
+    layout = BENCHMARKS[name]
+    step = (
+        f"download {layout.archives} from {layout.source}, so that {root / layout.images_subdir} and "
+        f"{root / layout.masks_subdir} exist (docs/data.md#benchmark-folder-layouts)"
+    )
+    need = Need(f"benchmark {name}", root, False, step=step)
+    if not root.exists():
+        return need
+    try:
+        pairs = len(open_benchmark(name, root, verify=False))
+    except (FolderDatasetError, OSError) as err:
+        return replace(need, state="invalid", detail=str(err).splitlines()[0])
+    if not pairs:
+        return replace(need, state="invalid", detail="no image/mask pairs found")
+    return replace(need, state="present", detail=f"{pairs} image/mask pairs")
+
+
+def check(runs: list[PlannedRun]) -> Preflight:
+    """Checks every run's files and benchmark folders; returns the needs and the runs with absent benchmarks
+    dropped from their ``BENCHMARKS`` (and runs left with nothing to score marked skipped)."""
+    needs: dict[tuple[str, str], Need] = {}  # by the parameter and its value, or the benchmark and its folder
+
+    def note(key: tuple[str, str], make: Callable[[], Need], run: str) -> Need:
+        if key not in needs:  # each file and folder is checked once, however many runs use it
+            needs[key] = make()
+        needs[key].runs.append(run)
+        return needs[key]
+
+    planned = []
+    for run in runs:
+        params, given, skipped = run.parameters, run.given, ""
+        if params.get("BENCHMARKS"):
+            present = {}
+            for name, root in parse_benchmarks(str(params["BENCHMARKS"])).items():
+                need = note((name, str(root)), lambda: _benchmark_need(name, root), run.name)
+                if need.state != "missing":
+                    present[name] = root
+            given = {**given, "BENCHMARKS": "; ".join(f"{name}: {root}" for name, root in present.items())}
+            if not present and not params.get("PROCEDURAL_SPLIT", True):
+                skipped = "none of its benchmark folders exists"
+        if not skipped:  # a skipped run's files are not needed
+            for parameter in FILE_PARAMETERS:
+                if params.get(parameter):
+                    value = str(params[parameter])
+                    note((parameter, value), lambda: _file_need(parameter, value), run.name)
+        planned.append(replace(run, given=given, skipped=skipped))
+    return Preflight(list(needs.values()), planned)
