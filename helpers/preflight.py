@@ -3,12 +3,16 @@
 The runner plans its runs (notebook, variant, parameters) and hands them here before any notebook starts. Files
 are found by parameter: ``GENERATOR`` (a known name of `helpers.gans.checkpoints.KNOWN_FILES` or a path),
 ``DIRECTION`` and ``EMBEDDINGS`` (files), ``ANNOTATIONS`` (an annotation store folder) and ``BENCHMARKS``
-(benchmark folders, `helpers.data.folders.parse_benchmarks`). A file that the registry of `helpers.assets`
-knows is verified as ``download_all.sh`` verifies it (sha256 against the lock file, or the structural check,
-which then records it); anything else only has to exist. Every file is required. Benchmark folders are optional:
-a missing one is dropped from the run's ``BENCHMARKS`` and listed as skipped, and a run left with nothing to
-score (no benchmark present and ``PROCEDURAL_SPLIT = False``) is skipped as a whole. A benchmark folder that
-exists but does not pair up is an error, as is a required file that is missing or fails verification.
+(benchmark folders, `helpers.data.folders.parse_benchmarks`), ``TRAIN_FOLDER`` and ``TEST_FOLDER`` (labelled
+folders, `helpers.data.folders.read_labelled`). A file that the registry of `helpers.assets` knows is verified as
+``download_all.sh`` verifies it (sha256 against the lock file, or the structural check, which then records it);
+anything else only has to exist. Folders of images are optional: a missing benchmark is dropped from the run's
+``BENCHMARKS`` and listed as skipped, a missing labelled folder is emptied (a train folder goes with its test
+folder, as one cannot be used without the other), and a run left with nothing to train or score on (such folders
+given, none present, and ``PROCEDURAL_SPLIT = False``) is skipped as a whole; a run that only loses its
+``TEST_FOLDER`` still trains. A file is required when a run that goes ahead uses it; those of skipped runs are
+listed with the rest. Missing required files, files that fail verification and folders that exist but do not pair
+up are errors.
 """
 
 from __future__ import annotations
@@ -20,14 +24,24 @@ from typing import Any, Literal
 
 from helpers import assets
 from helpers.core.paths import resolve
-from helpers.data.folders import BENCHMARKS, FolderDatasetError, open_benchmark, parse_benchmarks
+from helpers.data.folders import (
+    BENCHMARKS,
+    FolderDatasetError,
+    ImageMaskFolder,
+    class_mask,
+    open_benchmark,
+    parse_benchmarks,
+)
 from helpers.gans.checkpoints import KNOWN_FILES, resolve_checkpoint
 
 State = Literal["verified", "present", "missing", "invalid"]
 FILE_PARAMETERS = ("GENERATOR", "DIRECTION", "EMBEDDINGS", "ANNOTATIONS")
+FOLDER_PARAMETERS = ("TRAIN_FOLDER", "TEST_FOLDER")  # labelled folders: images/ + masks/
+BENCHMARK = "benchmark "  # the label prefix of benchmark folders
+LABELLED = "labelled folder "  # the label prefix of labelled folders
 ANNOTATE_STEP = (
-    "annotate generated images with the annotator of notebook 05 (INTERACTIVE = True) into this folder "
-    "(docs/semantic_projection.md#the-annotator)"
+    "annotate generated images in notebook 05 with INTERACTIVE = True, then copy its annotator/data folder here "
+    "(docs/semantic_projection.md#annotating-a-released-generator)"
 )
 
 
@@ -47,6 +61,15 @@ class Need:
     def ok(self) -> bool:
         """In place: verified, or present where nothing more can be checked."""
         return self.state in ("verified", "present")
+
+    @property
+    def mark(self) -> str:
+        """The report's one-word verdict."""
+        if self.ok or self.state == "invalid":
+            return "ok" if self.ok else "INVALID"
+        if self.required:
+            return "MISSING"
+        return "SKIP" if self.label.startswith((BENCHMARK, LABELLED)) else "unused"
 
 
 @dataclass
@@ -84,8 +107,7 @@ class Preflight:
             return "Preflight: the runs need no weights, embeddings, annotations or benchmark folders."
         lines = ["Preflight: what the runs need", ""]
         for need in self.needs:
-            mark = "ok" if need.ok else ("SKIP" if not need.required and need.state == "missing" else "MISSING")
-            mark = "INVALID" if need.state == "invalid" else mark
+            mark = need.mark
             lines.append(
                 f"  [{mark:>7}] {need.label}: {need.path} ({need.state}{', ' + need.detail if need.detail else ''})"
             )
@@ -94,9 +116,13 @@ class Preflight:
         if todo:
             lines += ["", "To get what is not in place:"]
             lines += [f"  {n.label}: {n.step}" for n in todo]
-        skipped = [n.label.removeprefix("benchmark ") for n in self.needs if not n.required and n.state == "missing"]
+        skipped = [
+            n.label.removeprefix(BENCHMARK).removeprefix(LABELLED)
+            for n in self.needs
+            if n.label.startswith((BENCHMARK, LABELLED)) and n.state == "missing"
+        ]
         if skipped:
-            lines += ["", f"Benchmarks that will be skipped (folder missing): {', '.join(skipped)}"]
+            lines += ["", f"Folders that will be left out (missing): {', '.join(skipped)}"]
         lines += [f"Run {r.name} will be skipped: {r.skipped}" for r in self.runs if r.skipped]
         lines += ["", "Everything required is in place." if self.ok else "Something required is not in place."]
         return "\n".join(lines)
@@ -133,10 +159,10 @@ def _file_need(parameter: str, value: str) -> Need:
 def _benchmark_need(name: str, root: Path) -> Need:
     layout = BENCHMARKS[name]
     step = (
-        f"download {layout.archives} from {layout.source}, so that {root / layout.images_subdir} and "
+        f"from {layout.source}: {layout.archives}, so that {root / layout.images_subdir} and "
         f"{root / layout.masks_subdir} exist (docs/data.md#benchmark-folder-layouts)"
     )
-    need = Need(f"benchmark {name}", root, False, step=step)
+    need = Need(BENCHMARK + name, root, False, step=step)
     if not root.exists():
         return need
     try:
@@ -145,6 +171,21 @@ def _benchmark_need(name: str, root: Path) -> Need:
         return replace(need, state="invalid", detail=str(err).splitlines()[0])
     if not pairs:
         return replace(need, state="invalid", detail="no image/mask pairs found")
+    return replace(need, state="present", detail=f"{pairs} image/mask pairs")
+
+
+def _labelled_need(parameter: str, root: Path) -> Need:
+    step = (
+        f"a folder you provide: {root / 'images'} and {root / 'masks'} (class-index PNGs paired by file stem; "
+        "docs/semantic_projection.md#labelled-folders)"
+    )
+    need = Need(f"{LABELLED}{parameter}", root, False, step=step)
+    if not root.exists():
+        return need
+    try:
+        pairs = len(ImageMaskFolder(root / "images", root / "masks", mask_rule=class_mask, verify=False))
+    except (FolderDatasetError, OSError) as err:
+        return replace(need, state="invalid", detail=str(err).splitlines()[0])
     return replace(need, state="present", detail=f"{pairs} image/mask pairs")
 
 
@@ -171,10 +212,25 @@ def check(runs: list[PlannedRun]) -> Preflight:
             given = {**given, "BENCHMARKS": "; ".join(f"{name}: {root}" for name, root in present.items())}
             if not present and not params.get("PROCEDURAL_SPLIT", True):
                 skipped = "none of its benchmark folders exists"
-        if not skipped:  # a skipped run's files are not needed
-            for parameter in FILE_PARAMETERS:
-                if params.get(parameter):
-                    value = str(params[parameter])
-                    note((parameter, value), lambda: _file_need(parameter, value), run.name)
+        folders = {p: str(params[p]) for p in FOLDER_PARAMETERS if params.get(p)}
+        missing = set()
+        for parameter, value in folders.items():
+            need = note((parameter, value), lambda: _labelled_need(parameter, resolve(value)), run.name)
+            if need.state == "missing":
+                missing.add(parameter)
+        if "TRAIN_FOLDER" in folders and missing:
+            missing |= set(folders)  # one is of no use without the other
+        if missing:
+            given = {**given, **dict.fromkeys(missing, "")}
+            if "TRAIN_FOLDER" in missing and not params.get("PROCEDURAL_SPLIT", True):
+                skipped = "its labelled folders do not both exist"
+        for parameter in FILE_PARAMETERS:  # a skipped run's files are listed too, but not required
+            if params.get(parameter):
+                value = str(params[parameter])
+                note((parameter, value), lambda: _file_need(parameter, value), run.name)
         planned.append(replace(run, given=given, skipped=skipped))
+    running = {run.name for run in planned if not run.skipped}
+    for (parameter, _), need in needs.items():
+        if parameter in FILE_PARAMETERS:
+            need.required = any(name in running for name in need.runs)
     return Preflight(list(needs.values()), planned)

@@ -16,10 +16,10 @@ declares the name), by a notebook's name without ``.ipynb``, or by ``<notebook>@
 A notebook with variants runs once per variant (``results/<profile>/<notebook>@<variant>/``), each with its own
 values over the notebook's. A run gets the notebook's defaults, overridden in turn by the profile's ``parameters``
 (``all``, the notebook, the variant), and with ``--smoke`` by the shared tiny sizes of the ``smoke`` profile and
-then by the profile's own ``smoke`` section. In text values ``{weights}``, ``{embeddings}`` and ``{datasets}``
-stand for those folders (`helpers.core.paths`; environment variables move them). Names a notebook does not
-declare are not passed to it; a name that no notebook declares, or a section for a notebook that does not exist,
-is refused with the file and the name.
+then by the profile's own ``smoke`` section. In text values ``{weights}``, ``{embeddings}``, ``{datasets}`` and
+``{annotations}`` stand for those folders (`helpers.core.paths`; environment variables move them). Names a
+notebook does not declare are not passed to it; a name that no notebook declares, or a section for a notebook that
+does not exist, is refused with the file and the name.
 """
 
 from __future__ import annotations
@@ -32,14 +32,19 @@ from typing import Any
 
 import yaml
 
-from helpers.core.paths import datasets_dir, embeddings_dir, notebooks_dir, resolve, weights_dir
+from helpers.core.paths import annotations_dir, datasets_dir, embeddings_dir, notebooks_dir, resolve, weights_dir
 
 SMOKE = "smoke"  # the profile of the shared tiny sizes, used by the tests and by --smoke
 SECTIONS = ("parameters", "smoke")
 TOP_LEVEL = (*SECTIONS, "notebooks", "reference_scores")
 ALL = "all"
 SCORE_KEYS = ("iou", "accuracy", "f_max")
-FOLDERS = {"weights": weights_dir, "embeddings": embeddings_dir, "datasets": datasets_dir}
+FOLDERS = {
+    "weights": weights_dir,
+    "embeddings": embeddings_dir,
+    "datasets": datasets_dir,
+    "annotations": annotations_dir,
+}
 PLACEHOLDER = re.compile(r"\{(" + "|".join(FOLDERS) + r")\}")
 
 
@@ -54,7 +59,7 @@ def available() -> list[str]:
 
 
 def expand(value: Any) -> Any:
-    """A text value with ``{weights}``, ``{embeddings}`` and ``{datasets}`` replaced by those folders."""
+    """A text value with ``{weights}``, ``{embeddings}``, ``{datasets}``, ``{annotations}`` replaced by the folders."""
     if not isinstance(value, str):
         return value
     return PLACEHOLDER.sub(lambda m: str(FOLDERS[m.group(1)]()), value)

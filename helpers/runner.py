@@ -32,7 +32,7 @@ import papermill
 
 from helpers.core.io import write_json, write_text
 from helpers.core.paths import notebooks_dir, resolve
-from helpers.preflight import PlannedRun, Preflight
+from helpers.preflight import BENCHMARK, PlannedRun, Preflight
 from helpers.preflight import check as preflight_check
 from helpers.profiles import SCORE_KEYS, Profile, load_profile, notebook_parameters
 
@@ -91,21 +91,21 @@ def _failure_message(notebook: Path, err: papermill.PapermillExecutionError, exe
     )
 
 
-def run_notebook(planned: PlannedRun, results: Path, timeout: int | None = None) -> NotebookRun:
-    """Executes one planned run (``timeout``: seconds per cell) and reports how it went.
+def run_notebook(
+    notebook: Path, results: Path, params: dict[str, Any], timeout: int | None = None, name: str | None = None
+) -> NotebookRun:
+    """Executes one notebook with the parameters it declares (``timeout``: seconds per cell) and reports how it went.
 
-    The metrics are those its ``metrics.json`` holds after a run that passed and wrote it: a file left by an
-    earlier run is never reported as this run's.
+    ``name`` (default: the notebook's) names its output folder and executed copy under ``results``. The metrics
+    are those its ``metrics.json`` holds after a run that passed and wrote it: a file left by an earlier run is
+    never reported as this run's.
     """
-    notebook, given = planned.notebook, planned.given
-    out_dir, executed = Path(given["OUT_DIR"]), results / "executed" / f"{planned.name}.ipynb"
+    name = name or notebook.stem
+    out_dir, executed = results / name, results / "executed" / f"{name}.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
-    run = NotebookRun(
-        notebook.name, planned.name, "passed", 0.0, str(executed), str(out_dir), planned.parameters, given
-    )
-    if planned.skipped:
-        run.status, run.error = "skipped", planned.skipped
-        return run
+    defaults = default_parameters(notebook)
+    given = {k: v for k, v in {**params, "OUT_DIR": str(out_dir)}.items() if k in defaults}
+    run = NotebookRun(notebook.name, name, "passed", 0.0, str(executed), str(out_dir), {**defaults, **given}, given)
     write_json(out_dir / "parameters.json", run.parameters)
     start, started_at = time.perf_counter(), time.time()
     try:
@@ -159,8 +159,8 @@ def benchmark_rows(runs: list[NotebookRun], preflight: Preflight, profile: Profi
             ours = by_model.get(run.metrics.get("final"), {})
             rows.append({"benchmark": name, "run": run.run, "status": "scored", **{k: ours.get(k) for k in SCORE_KEYS}})
     for need in preflight.needs:
-        if need.label.startswith("benchmark ") and need.state == "missing":
-            name = need.label.removeprefix("benchmark ")
+        if need.label.startswith(BENCHMARK) and need.state == "missing":
+            name = need.label.removeprefix(BENCHMARK)
             rows.append({"benchmark": name, "run": ", ".join(need.runs), "status": f"skipped: no folder {need.path}"})
     for name in reference:
         if not any(row["benchmark"] == name for row in rows):
@@ -241,7 +241,8 @@ def run_all(
         if unknown:
             raise ValueError(f"no notebook matches {unknown}; available: {[nb.stem for nb in notebooks]}")
         notebooks = [nb for nb in notebooks if any(nb.stem.startswith(name) for name in only)]
-    declared = {nb.stem: set(default_parameters(nb)) for nb in {*list_notebooks(folder), *notebooks}}
+    every = [nb for nb in (folder or notebooks_dir()).rglob("*.ipynb") if ".ipynb_checkpoints" not in nb.parts]
+    declared = {nb.stem: set(default_parameters(nb)) for nb in {*every, *notebooks}}  # what profiles may name
     for checked in filter(None, [chosen, load_profile("smoke") if smoke else None]):
         checked.check(declared)
     profile_name = chosen.name if chosen else "default"
@@ -254,7 +255,22 @@ def run_all(
     runs: list[NotebookRun] = []
     for planned in preflight.runs:
         print(f"[{len(runs) + 1}/{len(preflight.runs)}] {planned.name} ...", flush=True)
-        runs.append(run_notebook(planned, results, timeout))
+        if planned.skipped:
+            runs.append(
+                NotebookRun(
+                    planned.notebook.name,
+                    planned.name,
+                    "skipped",
+                    0.0,
+                    executed="",
+                    out_dir=planned.given["OUT_DIR"],
+                    parameters=planned.parameters,
+                    overrides=planned.given,
+                    error=planned.skipped,
+                )
+            )
+        else:
+            runs.append(run_notebook(planned.notebook, results, planned.given, timeout, planned.name))
         print(f"    {runs[-1].status} in {runs[-1].seconds:.1f} s", flush=True)
         rows = benchmark_rows(runs, preflight, chosen)
         summary = {

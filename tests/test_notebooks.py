@@ -210,7 +210,7 @@ def test_semantic_projection_notebook_outputs(smoke_run):
         "decoder_predictions.png",
         "synthetic_pairs.png",
         "losses_unet.png",
-        "test_overlays.png",
+        "procedural_test_overlays.png",
         "iou_vs_annotations.png",
     ]:
         assert (out / name).stat().st_size > 1000, name

@@ -40,6 +40,11 @@ def datasets_dir() -> Path:
     return resolve(os.environ.get("GANSEG_DATASETS_DIR", "datasets"))
 
 
+def annotations_dir() -> Path:
+    """Annotation stores, one folder per generator (GANSEG_ANNOTATIONS_DIR overrides <root>/annotations)."""
+    return resolve(os.environ.get("GANSEG_ANNOTATIONS_DIR", "annotations"))
+
+
 def notebooks_dir() -> Path:
     """The ordered notebooks of the project."""
     return project_root() / "notebooks"

@@ -10,7 +10,11 @@ from matplotlib.figure import Figure
 
 from helpers.core.io import read_jsonl
 
-LABEL_COLOURS = np.array([[0, 0, 0], [255, 200, 0], [0, 120, 255]], dtype=np.float32)  # bg, object, part
+LABEL_COLOURS = np.array(  # background, then one colour per class: object, part, and more for larger stores
+    [[0, 0, 0], [255, 200, 0], [0, 120, 255], [230, 50, 50], [60, 200, 80], [200, 80, 220], [0, 210, 210]]
+    + [[255, 140, 0], [150, 100, 50], [255, 255, 255], [128, 128, 0], [0, 0, 160], [255, 160, 200]],
+    dtype=np.float32,
+)
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.55) -> np.ndarray:

@@ -22,6 +22,9 @@ both subfolders):
 * ``Flowers-102``: ``jpg/image_00001.jpg`` + ``segmim/segmim_00001.jpg`` (102flowers.tgz,
   102segmentations.tgz). Masks are the photo with the background painted blue (0, 0, 254), JPEG-compressed.
 
+`read_labelled(root, size)` reads a *labelled folder* for notebooks 05 and 06: ``images/`` + ``masks/`` paired
+by stem, masks single-channel PNGs (mode L or P) whose values are class indices, all resized to one square size.
+
 Sources checked for these names: lukemelas/unsupervised-image-segmentation (its README and src/config/segment.yaml)
 for ECSSD, DUTS and DUT-OMRON; download scripts in several public SOD repositories for the zip names and the
 ``__MACOSX`` / doubled-folder quirks; mickaelChen/ReDO datasets.py (CUB ``images``/``segmentations`` with
@@ -188,7 +191,7 @@ class Sample(NamedTuple):
     """One evaluation pair at original resolution."""
 
     image: np.ndarray  # uint8 (H, W, 3) RGB
-    mask: np.ndarray  # bool (H, W), True = foreground
+    mask: np.ndarray  # bool (H, W), True = foreground (uint8 class indices under `class_mask`)
     name: str  # the pairing key
 
 
@@ -319,6 +322,44 @@ def open_benchmark(name: str, root: str | os.PathLike[str], *, verify: bool = Tr
         key=layout.key,
         verify=verify,
     )
+
+
+def class_mask(mask: Image.Image) -> np.ndarray:
+    """Labelled-folder rule: the values of a single-channel mask (mode L, or P read as palette indices), uint8."""
+    if mask.mode not in ("L", "P"):
+        raise ValueError(f"a class-index mask must be single-channel (PNG mode L or P), not mode {mask.mode}")
+    return np.asarray(mask, dtype=np.uint8)
+
+
+class LabelledImages(NamedTuple):
+    """A labelled folder at one square size."""
+
+    images: np.ndarray  # uint8 [N, S, S, 3]
+    labels: np.ndarray  # uint8 [N, S, S], class indices
+    names: list[str]
+
+
+def read_labelled(root: str | os.PathLike[str], size: int, num_classes: int | None = None) -> LabelledImages:
+    """``root/images`` + ``root/masks`` (class-index PNGs paired by stem) resized to ``size`` x ``size``, images
+    antialiased and masks nearest-neighbour; values >= ``num_classes`` are refused with the files that hold them."""
+    root = Path(root)
+    folder = ImageMaskFolder(root / "images", root / "masks", mask_rule=class_mask)
+    images, labels, bad = [], [], []
+    for i, pair in enumerate(folder.pairs):
+        try:
+            image, mask, _ = folder[i]
+        except ValueError as err:
+            raise FolderDatasetError(f"{pair.mask_path}: {err}") from err
+        if num_classes is not None and mask.max() >= num_classes:
+            bad.append(f"{pair.mask_path}: values {[int(v) for v in np.unique(mask) if v >= num_classes]}")
+        images.append(np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS)))
+        labels.append(np.asarray(Image.fromarray(mask).resize((size, size), Image.Resampling.NEAREST)))
+    if bad:
+        raise FolderDatasetError(
+            f"{len(bad)} mask(s) under {root / 'masks'} hold values that are not class indices 0..{num_classes - 1}:"
+            + _listing(bad)
+        )
+    return LabelledImages(np.stack(images), np.stack(labels), [p.name for p in folder.pairs])
 
 
 def canonical_benchmark(name: str) -> str:

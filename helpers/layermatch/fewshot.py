@@ -10,6 +10,8 @@ from `helpers.layermatch.models.comparison_models`) on k labelled images for sev
   resumable: a killed run continues, a finished one returns at once) and scores it with
   `evaluate_arrays`; the scores are cached in ``scores.json`` beside the checkpoint, keyed by the step
   reached and the evaluation set's size, so re-running a finished experiment costs nothing.
+* `few_label_data` gives the pool the k images come from and the test set: the procedural splits, or a labelled
+  train folder and test folder (`helpers.data.folders.read_labelled`), never both.
 * `summarise` turns the per-run records into mean, sample standard deviation (ddof = 1; 0 for one seed)
   and the values per (arm, k), the structure `helpers.core.plots.metric_vs_k` draws.
 """
@@ -20,17 +22,49 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from helpers.core.io import write_json
+from helpers.core.paths import resolve
+from helpers.data.folders import read_labelled
+from helpers.data.splits import ProceduralSplits, load_split
 from helpers.segmentation import ArrayBatches, SegmentationSettings, SegmentationTrainer, evaluate_arrays
 from helpers.segmentation.sources import Batch, BatchSource, batch_function
 
 SCORES_FILE = "scores.json"
+
+
+class FewLabelData(NamedTuple):
+    """The labelled pool (images, class labels) the k images come from, and the test set."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    source: str
+
+
+def few_label_data(
+    procedural: ProceduralSplits | None, train_folder: str, test_folder: str, image_size: int
+) -> FewLabelData:
+    """The procedural train/test splits (``procedural``), or the two labelled folders read at ``image_size``:
+    exactly one source must be given, and a train folder needs a test folder."""
+    if (procedural is None) == (not train_folder):
+        raise ValueError(
+            "the labelled images come from one place: the procedural splits (PROCEDURAL_SPLIT = True) or a "
+            f"TRAIN_FOLDER with a TEST_FOLDER; got PROCEDURAL_SPLIT = {procedural is not None}, "
+            f"TRAIN_FOLDER = {train_folder!r}"
+        )
+    if procedural is not None:
+        return FewLabelData(*load_split(procedural, "train"), *load_split(procedural, "test"), "procedural splits")
+    if not test_folder:
+        raise ValueError(f"TRAIN_FOLDER {train_folder!r} needs a TEST_FOLDER to score the fine-tuned models on")
+    train, test = (read_labelled(resolve(f), image_size) for f in (train_folder, test_folder))
+    return FewLabelData(train.images, train.labels, test.images, test.labels, f"{train_folder} -> {test_folder}")
 
 
 def pick_labelled(n: int, k: int, seed: int) -> np.ndarray:

@@ -20,6 +20,7 @@ from helpers.data.folders import (
     flowers_mask,
     open_benchmark,
     parse_benchmarks,
+    read_labelled,
     threshold_mask,
 )
 
@@ -295,3 +296,26 @@ def test_parse_benchmarks_strips_names_and_folders_and_names_bad_items(tmp_path:
         parse_benchmarks("PASCAL: /data")
     with pytest.raises(ValueError, match="ECSSD is given twice"):
         parse_benchmarks("ECSSD: /a; ecssd: /b")
+
+
+def test_a_labelled_folder_is_read_as_class_indices_at_one_size(tmp_path, write_labelled):
+    write_labelled(tmp_path, n=3)
+    palette = Image.fromarray(np.array([[0, 1], [2, 1]], np.uint8), mode="P")  # palette indices are classes too
+    palette.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0])
+    palette.resize((50, 40), Image.Resampling.NEAREST).save(tmp_path / "masks" / "003.png")
+    save(tmp_path / "images" / "003.jpg", np.full((40, 50, 3), 90))
+    data = read_labelled(tmp_path, 32, num_classes=3)
+    assert data.images.shape == (4, 32, 32, 3) and data.images.dtype == np.uint8
+    assert data.labels.shape == (4, 32, 32) and set(np.unique(data.labels)) == {0, 1, 2}
+    assert data.names == ["000", "001", "002", "003"]
+    assert data.labels[3, 0, 0] == 0 and data.labels[3, -1, 0] == 2  # nearest-neighbour keeps indices exact
+
+
+def test_a_labelled_folder_refuses_values_beyond_the_classes_and_colour_masks(tmp_path, write_labelled):
+    write_labelled(tmp_path, n=2)
+    with pytest.raises(FolderDatasetError, match=r"000.png: values \[2\]"):
+        read_labelled(tmp_path, 16, num_classes=2)
+    save(tmp_path / "masks" / "001.png", np.zeros((20, 20, 3)))
+    save(tmp_path / "images" / "001.jpg", np.zeros((20, 20, 3)))
+    with pytest.raises(FolderDatasetError, match="001.png: a class-index mask must be single-channel"):
+        read_labelled(tmp_path, 16)

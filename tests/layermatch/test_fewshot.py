@@ -12,7 +12,14 @@ import torch
 
 import helpers.layermatch.fewshot as fewshot
 from helpers.core.plots import metric_vs_k
-from helpers.layermatch.fewshot import BinaryTargets, finetune_and_evaluate, pick_labelled, summarise
+from helpers.data.splits import ProceduralSplits
+from helpers.layermatch.fewshot import (
+    BinaryTargets,
+    few_label_data,
+    finetune_and_evaluate,
+    pick_labelled,
+    summarise,
+)
 from helpers.layermatch.models import comparison_models
 from helpers.segmentation import ArrayBatches, SegmentationSettings
 
@@ -79,3 +86,15 @@ def test_summarise_and_plot():
     fig = metric_vs_k(summary)
     assert len(fig.axes[0].get_legend().get_texts()) == 2
     plt.close(fig)
+
+
+def test_few_label_data_comes_from_the_splits_or_two_labelled_folders(tmp_path, write_labelled):
+    write_labelled(tmp_path / "train", n=3)
+    write_labelled(tmp_path / "test", n=2, seed=1)
+    data = few_label_data(None, str(tmp_path / "train"), str(tmp_path / "test"), 24)
+    assert data.train_images.shape == (3, 24, 24, 3) and data.test_labels.shape == (2, 24, 24)
+    with pytest.raises(ValueError, match="needs a TEST_FOLDER"):
+        few_label_data(None, str(tmp_path / "train"), "", 24)
+    for splits, train in [(None, ""), (ProceduralSplits(16, 4, 2, 2, 0), str(tmp_path / "train"))]:
+        with pytest.raises(ValueError, match="from one place"):
+            few_label_data(splits, train, str(tmp_path / "test"), 24)
