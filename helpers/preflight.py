@@ -2,14 +2,16 @@
 
 The runner plans its runs (notebook, variant, parameters) and hands them here before any notebook starts. Files
 are found by parameter: ``GENERATOR`` (a known name of `helpers.gans.checkpoints.KNOWN_FILES` or a path),
-``DIRECTION`` and ``EMBEDDINGS`` (files), ``ANNOTATIONS`` (an annotation store folder) and ``BENCHMARKS``
-(benchmark folders, `helpers.data.folders.parse_benchmarks`), ``TRAIN_FOLDER`` and ``TEST_FOLDER`` (labelled
-folders, `helpers.data.folders.read_labelled`). A file that the registry of `helpers.assets` knows is verified as
-``download_all.sh`` verifies it (sha256 against the lock file, or the structural check, which then records it);
-anything else only has to exist. Folders of images are optional: a missing benchmark is dropped from the run's
-``BENCHMARKS`` and listed as skipped, a missing labelled folder is emptied (a train folder goes with its test
-folder, as one cannot be used without the other), and a run left with nothing to train or score on (such folders
-given, none present, and ``PROCEDURAL_SPLIT = False``) is skipped as a whole; a run that only loses its
+``DIRECTION`` and ``EMBEDDINGS`` (files), ``ANNOTATIONS`` (an annotation store folder), ``BENCHMARKS`` (benchmark
+folders, `helpers.data.folders.parse_benchmarks`; also notebook 07's ``DATASET`` when it names a benchmark),
+``TRAIN_FOLDER`` and ``TEST_FOLDER`` (labelled folders, `helpers.data.folders.read_labelled`). A file that the
+registry of `helpers.assets` knows is verified as ``download_all.sh`` verifies it (sha256 against the lock file,
+or the structural check, which then records it); anything else only has to exist.
+
+Folders of images are optional: a missing benchmark is dropped from the run's ``BENCHMARKS`` and listed as
+skipped, a missing labelled folder is emptied (a train folder goes with its test folder, as one cannot be used
+without the other). A run left with nothing to train or score on is skipped as a whole: such folders given, none
+present, and ``PROCEDURAL_SPLIT = False``; or its ``DATASET`` folder missing. A run that only loses its
 ``TEST_FOLDER`` still trains. A file is required when a run that goes ahead uses it; those of skipped runs are
 listed with the rest. Missing required files, files that fail verification and folders that exist but do not pair
 up are errors.
@@ -212,6 +214,11 @@ def check(runs: list[PlannedRun]) -> Preflight:
             given = {**given, "BENCHMARKS": "; ".join(f"{name}: {root}" for name, root in present.items())}
             if not present and not params.get("PROCEDURAL_SPLIT", True):
                 skipped = "none of its benchmark folders exists"
+        dataset = str(params.get("DATASET") or "")
+        if ":" in dataset and dataset.partition(":")[0].strip().lower() in {b.lower() for b in BENCHMARKS}:
+            name, root = next(iter(parse_benchmarks(dataset).items()))  # notebook 07 inspects one benchmark
+            if note((name, str(root)), lambda: _benchmark_need(name, root), run.name).state == "missing":
+                skipped = "its dataset folder does not exist"
         folders = {p: str(params[p]) for p in FOLDER_PARAMETERS if params.get(p)}
         missing = set()
         for parameter, value in folders.items():

@@ -13,7 +13,9 @@ Before any notebook starts, the preflight (`helpers.preflight`) lists the files 
 need; a required one that is missing or fails verification stops everything, with the step that gets it
 (``--check`` stops after the list). Executed copies go to ``<results>/executed/``, and ``summary.json`` plus
 ``summary.md`` to ``<results>/``; with a profile that gives reference scores, the summary sets each benchmark's
-scores beside them. The first failure stops the run and is reported with the notebook, the cell and the error.
+scores beside them. When the run ends, failed or not, `helpers.report` writes ``report.html``, ``report.md`` and
+``report.json`` beside the summary. The first failure stops the run and is reported with the notebook, the cell
+and the error.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from helpers.core.paths import notebooks_dir, resolve
 from helpers.preflight import BENCHMARK, PlannedRun, Preflight
 from helpers.preflight import check as preflight_check
 from helpers.profiles import SCORE_KEYS, Profile, load_profile, notebook_parameters
+from helpers.report import write_report
 
 
 @dataclass
@@ -174,9 +177,15 @@ def _number(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "–"
 
 
-def _summary_markdown(runs: list[NotebookRun], smoke: bool, profile: str, benchmarks: list[dict[str, Any]]) -> str:
+def _summary_markdown(
+    runs: list[NotebookRun], smoke: bool, profile: str, benchmarks: list[dict[str, Any]], summary_name: str
+) -> str:
+    report = summary_name.replace("summary", "report", 1)
     lines = [
         f"# Reproduction summary (profile {profile}, {'smoke' if smoke else 'full'} run)",
+        "",
+        f"Every result beside its target, figures included: [{report}.html]({report}.html) ([{report}.md]({report}.md);"
+        " written when the run ends).",
         "",
         "| notebook | status | seconds |",
         "|---|---|---|",
@@ -281,9 +290,11 @@ def run_all(
             "benchmarks": rows,
         }
         write_json(results / f"{summary_name}.json", summary)
-        write_text(results / f"{summary_name}.md", _summary_markdown(runs, smoke, profile_name, rows))
+        write_text(results / f"{summary_name}.md", _summary_markdown(runs, smoke, profile_name, rows, summary_name))
         if runs[-1].status == "failed":
+            write_report(results, summary_name)
             raise NotebookFailed(runs[-1].error)
+    write_report(results, summary_name)
     return runs
 
 

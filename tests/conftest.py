@@ -1,5 +1,6 @@
 """Shared fixtures: every test writes its dataset cache into a temporary folder."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +124,22 @@ class ToyGenerator(Generator):
 def toy_generator() -> ToyGenerator:
     """A 16 px generator with a known background direction (z0), a texture (z1) and base colours (z2, z3)."""
     return ToyGenerator()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium driven by its WebDriver (installed by scripts/ensure_browser.sh), console log kept."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.fail("chromium and chromedriver are not installed: bash scripts/ensure_browser.sh installs them")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    session = webdriver.Chrome(service=Service(driver), options=options)
+    yield session
+    session.quit()

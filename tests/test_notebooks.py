@@ -263,6 +263,58 @@ def test_layermatch_notebook_outputs(smoke_run):
 
 
 @pytest.mark.notebooks
+def test_inspection_notebook_outputs(smoke_run):
+    """Notebook 07 inspects notebook 04's final model on the procedural test split, per image and per attribute."""
+    results, _ = smoke_run
+    out = results / "07_inspection"
+    metrics = json.loads((out / "metrics.json").read_text())
+    final = json.loads((results / "04_unsupervised_segmentation" / "metrics.json").read_text())
+    assert metrics["model"] == str(Path(final["final_model"]) / "checkpoint.pt")
+    assert metrics["dataset"] == "procedural test" and metrics["n_images"] == smoke_parameters()["N_TEST"]
+    # the same model and images as notebook 04's own evaluation, so the same scores
+    assert metrics["scores"]["iou"] == pytest.approx(final["procedural_test"][final["final"]]["iou"], abs=1e-4)
+    assert set(metrics["by_attribute"]) == {"background", "shape"}
+    assert sum(r["n"] for r in metrics["by_attribute"]["shape"].values()) == metrics["n_images"]
+    assert metrics["worst"][0]["iou"] <= metrics["best"][0]["iou"]
+    assert metrics["synthetic_shards"] == str(results / "04_unsupervised_segmentation" / "shards")  # PREGENERATED
+    for name in [
+        "synthetic_pairs.png",
+        "iou_histogram.png",
+        "worst_cases.png",
+        "best_cases.png",
+        "iou_by_attribute.png",
+    ]:
+        assert (out / name).stat().st_size > 1000, name
+
+
+@pytest.mark.notebooks
+def test_the_smoke_runs_report_holds_each_notebooks_numbers(smoke_run, browser):
+    results, runs = smoke_run
+    report = json.loads((results / "report.json").read_text())
+    markdown = (results / "report.md").read_text()
+    assert [r["run"] for r in report["runs"]] == [r.run for r in runs]
+    assert "[report.html](report.html)" in (results / "summary.md").read_text()
+    rows = {run["run"]: {row["label"]: row["value"] for row in run["rows"]} for run in report["runs"]}
+    direction = json.loads((results / "04_unsupervised_segmentation" / "metrics.json").read_text())
+    final = direction["procedural_test"][direction["final"]]["iou"]
+    assert rows["04_unsupervised_segmentation"][f"procedural test IoU, {direction['final']}"] == final
+    projection = json.loads((results / "05_semantic_projection" / "metrics.json").read_text())
+    assert (
+        rows["05_semantic_projection"]["procedural_test foreground IoU"]
+        == projection["procedural_test"]["binary"]["iou"]
+    )
+    fewshot = json.loads((results / "06_layermatch" / "metrics.json").read_text())
+    for k, gain in fewshot["layermatch_minus_random_iou"].items():
+        assert rows["06_layermatch"][f"LayerMatch − random IoU, k {k}"] == gain
+        assert f"| LayerMatch − random IoU, k {k} | {gain:.4f} |" in markdown
+    figures = sorted(results.glob("*/*.png"))
+    browser.get((results / "report.html").as_uri())
+    shown = browser.execute_script("return Array.from(document.images).map(i => i.complete && i.naturalWidth > 0);")
+    assert len(shown) == len(figures) and all(shown)
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
+@pytest.mark.notebooks
 def test_notebook_04_runs_a_self_training_round(smoke_run, tmp_path):
     """A U-Net of 30 steps is a teacher whose masks pass the reference filters (the 3-step smoke U-Net's do not)."""
     from helpers.runner import run_notebook

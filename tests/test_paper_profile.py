@@ -93,6 +93,7 @@ def test_check_without_the_files_lists_each_step_and_fails(tmp_path, monkeypatch
     assert "annotating-a-released-generator" in out
     assert f"[   SKIP] labelled folder TRAIN_FOLDER: {tmp_path / 'datasets' / 'hair' / 'train'}" in out
     assert "Run 06_layermatch will be skipped: its labelled folders do not both exist" in out
+    assert "Run 07_inspection@cub will be skipped: its dataset folder does not exist" in out
 
 
 def test_check_with_the_files_in_place_verifies_them(in_place, tmp_path, capsys):
@@ -117,6 +118,9 @@ def test_paper_profile_smoke_run_scores_every_benchmark(in_place, tmp_path):
         "04_unsupervised_segmentation@flowers",
         "05_semantic_projection",
         "06_layermatch",
+        "07_inspection@saliency",
+        "07_inspection@cub",
+        "07_inspection@flowers",
     ]
     assert all(n["status"] == "passed" for n in summary["notebooks"])
     rows = {row["benchmark"]: row for row in summary["benchmarks"]}
@@ -138,3 +142,9 @@ def test_paper_profile_smoke_run_scores_every_benchmark(in_place, tmp_path):
     assert projection["annotations"]["n"] == 3 and projection["refiner"] is None  # the decoder's own masks
     fewshot = json.loads((results / "06_layermatch" / "metrics.json").read_text())
     assert fewshot["n_test_images"] == 4 and fewshot["synthetic_shards"] == projection["synthetic_shards"]
+    inspected = json.loads((results / "07_inspection@cub" / "metrics.json").read_text())
+    assert inspected["dataset"] == "CUB-200-2011" and inspected["architecture"] == "U-Net, width 4, 2 classes"
+    assert inspected["model"].startswith(str(results / "04_unsupervised_segmentation@cub"))
+    report = json.loads((results / "report.json").read_text())
+    cub_rows = {r["label"]: r for run in report["runs"] for r in run["rows"] if run["run"].endswith("@cub")}
+    assert cub_rows["CUB-200-2011 IoU"]["goal"] == 0.710 and cub_rows["CUB-200-2011 IoU"]["source"] == "paper"

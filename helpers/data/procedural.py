@@ -65,8 +65,12 @@ def _mix(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     return a + (b - a) * t[..., None]
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A background of one of six kinds: gradient, radial, noise, stripes, tiles, blotches."""
+BACKGROUNDS = ("gradient", "radial", "noise", "stripes", "tiles", "blotches")
+SHAPES = ("ellipse", "polygon", "blob", "star")
+
+
+def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, str]:
+    """A background of one of six kinds (BACKGROUNDS), and its kind."""
     x, y = _grid(size)
     c1, c2 = random_colour(rng), random_colour(rng)
     kind = rng.integers(6)
@@ -91,12 +95,12 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     img = _mix(c1, c2, t.astype(F32))
     if rng.random() < 0.5:  # a third colour in smooth noise, for more varied palettes
         img = _mix(img, random_colour(rng), 0.6 * _noise(rng, size, int(rng.integers(2, 5))))
-    return img
+    return img, BACKGROUNDS[kind]
 
 
 def _boundary(rng: np.random.Generator) -> tuple[str, dict]:
     """Draws the parameters of a star-shaped outline r(phi) in the object's own frame."""
-    kind = ("ellipse", "polygon", "blob", "star")[rng.integers(4)]
+    kind = SHAPES[rng.integers(4)]
     if kind == "polygon":
         return kind, {"n": int(rng.integers(3, 8)), "phase": rng.uniform(0, 2 * np.pi)}
     if kind == "blob":
@@ -179,11 +183,22 @@ def _distinct_colour(rng: np.random.Generator, ref: np.ndarray, tries: int = 20)
 
 def render(seed: int, index: int, size: int = 64, stream: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Renders image ``index`` of ``(seed, stream)``: uint8 RGB [size, size, 3] and uint8 labels [size, size]."""
+    image, labels, _ = _render(seed, index, size, stream)
+    return image, labels
+
+
+def attributes(seed: int, indices: range | list[int] | np.ndarray, size: int = 64, stream: int = 0) -> dict[str, list]:
+    """What each image shows, by re-rendering it: ``background`` (BACKGROUNDS) and ``shape`` (SHAPES) per index."""
+    found = [_render(seed, int(i), size, stream)[2] for i in indices]
+    return {key: [a[key] for a in found] for key in ("background", "shape")}
+
+
+def _render(seed: int, index: int, size: int, stream: int) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     if not MIN_SIZE <= size <= MAX_SIZE:
         raise ValueError(f"size must be in [{MIN_SIZE}, {MAX_SIZE}], got {size}")
     rng = np.random.default_rng([seed, stream, index])
     x, y = _grid(size)
-    img = _background(rng, size)
+    img, background = _background(rng, size)
 
     frame = _Frame(
         *rng.uniform(-0.35, 0.35, 2), rng.uniform(0.3, 0.6), rng.uniform(0.55, 1.0), rng.uniform(0, 2 * np.pi)
@@ -222,7 +237,7 @@ def render(seed: int, index: int, size: int = 64, stream: int = 0) -> tuple[np.n
 
     labels = inside.astype(np.uint8)
     labels[inside & (part_dist < 0)] = 2
-    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), labels
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), labels, {"background": background, "shape": kind}
 
 
 def render_batch(

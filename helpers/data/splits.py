@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from helpers.core.io import atomic_path
 from helpers.core.paths import data_dir
-from helpers.data.procedural import DOMAIN_VERSION, LABEL_NAMES, render_batch
+from helpers.data.procedural import DOMAIN_VERSION, LABEL_NAMES, attributes, render_batch
 
 SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2}  # each split has its own random stream
 _CHUNK = 256
@@ -85,6 +85,12 @@ def load_split(spec: ProceduralSplits, split: str, progress: bool = True) -> tup
     spec.count(split)
     with h5py.File(ensure_splits(spec, progress), "r") as f:
         return f[f"{split}/images"][:], f[f"{split}/labels"][:]
+
+
+def split_attributes(spec: ProceduralSplits, split: str, n: int | None = None) -> dict[str, list[str]]:
+    """The background kind and object shape of the first ``n`` images of a split (all by default)."""
+    n = spec.count(split) if n is None else min(n, spec.count(split))
+    return attributes(spec.seed, range(n), spec.size, SPLIT_STREAMS[split])
 
 
 def export_folders(spec: ProceduralSplits, split: str, root: str | Path, n: int | None = None) -> tuple[Path, Path]:
