@@ -14,7 +14,8 @@ need; a required one that is missing or fails verification stops everything, wit
 (``--check`` stops after the list). Executed copies go to ``<results>/executed/``, and ``summary.json`` plus
 ``summary.md`` to ``<results>/``; with a profile that gives reference scores, the summary sets each benchmark's
 scores beside them. When the run ends, failed or not, `helpers.report` writes ``report.html``, ``report.md`` and
-``report.json`` beside the summary. The first failure stops the run and is reported with the notebook, the cell
+``report.json`` beside the summary. ``summary.json`` holds each run's seconds per code cell (``cells``), and
+``summary.md`` its three slowest cells. The first failure stops the run and is reported with the notebook, the cell
 and the error.
 """
 
@@ -54,6 +55,20 @@ class NotebookRun:
     overrides: dict[str, Any]  # the parameters passed to it
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str = ""  # why it failed, or why it was skipped
+    cells: list[dict[str, Any]] = field(default_factory=list)  # per code cell: index, first line, seconds
+
+
+def cell_seconds(executed: Path) -> list[dict[str, Any]]:
+    """Seconds per executed code cell of a papermill output notebook (its ``papermill.duration``), in order."""
+    if not executed.is_file():
+        return []
+    cells = []
+    for index, cell in enumerate(nbformat.read(executed, as_version=4).cells):
+        duration = cell.metadata.get("papermill", {}).get("duration")
+        if cell.cell_type == "code" and duration is not None:
+            first = next((line for line in cell.source.splitlines() if line.strip()), "")
+            cells.append({"cell": index, "first_line": first[:80], "seconds": round(float(duration), 2)})
+    return cells
 
 
 class NotebookFailed(RuntimeError):
@@ -127,6 +142,7 @@ def run_notebook(
         run.status = "failed"
         run.error = f"{notebook.name} failed: {type(err).__name__}: {err}\n  executed notebook: {executed}"
     run.seconds = round(time.perf_counter() - start, 1)
+    run.cells = cell_seconds(executed)
     metrics_file = out_dir / "metrics.json"
     if run.status == "passed" and metrics_file.exists() and metrics_file.stat().st_mtime >= started_at:
         run.metrics = json.loads(metrics_file.read_text())
@@ -212,6 +228,12 @@ def _summary_markdown(
             lines += ["```", r.error, "```"]
         flat = {k: v for k, v in r.metrics.items() if isinstance(v, (int, float, str, bool))}
         lines += [f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in flat.items()]
+        slowest = sorted(r.cells, key=lambda c: -c["seconds"])[:3]
+        if slowest:
+            lines.append(
+                "- slowest cells: "
+                + ", ".join(f"[{c['cell']}] `{c['first_line']}` {c['seconds']:.1f} s" for c in slowest)
+            )
     return "\n".join(lines) + "\n"
 
 

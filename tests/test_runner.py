@@ -45,6 +45,19 @@ def test_runs_in_order_with_declared_smoke_parameters(folder, tmp_path):
     assert [n["status"] for n in summary["notebooks"]] == ["passed", "passed"]
     assert "| 01_first | passed |" in (results / "summary.md").read_text()
     assert (results / "executed" / "02_second.ipynb").exists()
+    # seconds per code cell (the injected parameters cell included), and the slowest in the summary
+    cells = summary["notebooks"][1]["cells"]
+    assert [c["first_line"] for c in cells][-1] == "assert LIMIT == 1" and all(c["seconds"] >= 0 for c in cells)
+    assert "slowest cells: " in (results / "summary.md").read_text()
+
+
+def test_a_slow_cell_is_timed(folder, tmp_path):
+    from helpers.runner import run_notebook
+
+    _notebook(folder / "03_slow.ipynb", "OUT_DIR = 'z'", "import time\ntime.sleep(1.5)")
+    run = run_notebook(folder / "03_slow.ipynb", tmp_path, {})
+    slow = max(run.cells, key=lambda c: c["seconds"])
+    assert slow["first_line"] == "import time" and 1.5 <= slow["seconds"] < 10
 
 
 def test_full_run_uses_notebook_defaults(folder, tmp_path):
