@@ -134,9 +134,14 @@ def _asset_for(path: Path) -> assets.Asset | None:
     return next((a for a in assets.ASSETS if assets.target_path(a) == path), None)
 
 
+def parameter_path(parameter: str, value: str) -> Path:
+    """The file or folder a file parameter names: a generator by its known name or a path, the rest by path."""
+    return resolve_checkpoint(value) if parameter == "GENERATOR" else resolve(value)
+
+
 def _file_need(parameter: str, value: str) -> Need:
     """The need behind one file parameter, checked."""
-    path = resolve_checkpoint(value) if parameter == "GENERATOR" else resolve(value)
+    path = parameter_path(parameter, value)
     asset = _asset_for(path)
     if asset is not None:
         step = f"bash download_all.sh --only {asset.name}" if asset.urls else asset.manual
@@ -158,17 +163,12 @@ def _file_need(parameter: str, value: str) -> Need:
     return replace(need, state="present") if path.is_file() else need
 
 
-def _benchmark_need(name: str, root: Path) -> Need:
-    layout = BENCHMARKS[name]
-    step = (
-        f"from {layout.source}: {layout.archives}, so that {root / layout.images_subdir} and "
-        f"{root / layout.masks_subdir} exist (docs/data.md#benchmark-folder-layouts)"
-    )
-    need = Need(BENCHMARK + name, root, False, step=step)
-    if not root.exists():
+def _folder_need(need: Need, open_pairs: Callable[[], ImageMaskFolder]) -> Need:
+    """``need`` for a folder of image/mask pairs, checked: missing, present with its pair count, or invalid."""
+    if not need.path.exists():
         return need
     try:
-        pairs = len(open_benchmark(name, root, verify=False))
+        pairs = len(open_pairs())
     except (FolderDatasetError, OSError) as err:
         return replace(need, state="invalid", detail=str(err).splitlines()[0])
     if not pairs:
@@ -176,19 +176,26 @@ def _benchmark_need(name: str, root: Path) -> Need:
     return replace(need, state="present", detail=f"{pairs} image/mask pairs")
 
 
+def _benchmark_need(name: str, root: Path) -> Need:
+    layout = BENCHMARKS[name]
+    step = (
+        f"from {layout.source}: {layout.archives}, so that {root / layout.images_subdir} and "
+        f"{root / layout.masks_subdir} exist (docs/data.md#benchmark-folder-layouts)"
+    )
+    return _folder_need(
+        Need(BENCHMARK + name, root, False, step=step), lambda: open_benchmark(name, root, verify=False)
+    )
+
+
 def _labelled_need(parameter: str, root: Path) -> Need:
     step = (
         f"a folder you provide: {root / 'images'} and {root / 'masks'} (class-index PNGs paired by file stem; "
         "docs/semantic_projection.md#labelled-folders)"
     )
-    need = Need(f"{LABELLED}{parameter}", root, False, step=step)
-    if not root.exists():
-        return need
-    try:
-        pairs = len(ImageMaskFolder(root / "images", root / "masks", mask_rule=class_mask, verify=False))
-    except (FolderDatasetError, OSError) as err:
-        return replace(need, state="invalid", detail=str(err).splitlines()[0])
-    return replace(need, state="present", detail=f"{pairs} image/mask pairs")
+    return _folder_need(
+        Need(f"{LABELLED}{parameter}", root, False, step=step),
+        lambda: ImageMaskFolder(root / "images", root / "masks", mask_rule=class_mask, verify=False),
+    )
 
 
 def check(runs: list[PlannedRun]) -> Preflight:

@@ -32,9 +32,7 @@ import torch
 from helpers.core.io import write_json, write_text
 from helpers.core.manifest import sha256_file
 from helpers.core.paths import project_root, resolve
-from helpers.gans.checkpoints import resolve_checkpoint
-
-FILE_PARAMETERS = ("GENERATOR", "DIRECTION", "EMBEDDINGS", "ANNOTATIONS")
+from helpers.preflight import FILE_PARAMETERS, parameter_path
 
 
 @dataclass(frozen=True)
@@ -151,7 +149,7 @@ def fingerprints(runs: list[dict[str, Any]]) -> dict[str, str]:
             value = run["parameters"].get(parameter)
             if not value:
                 continue
-            path = resolve_checkpoint(str(value)) if parameter == "GENERATOR" else resolve(str(value))
+            path = parameter_path(parameter, str(value))
             path = path / "store.json" if path.is_dir() else path
             if path.is_file() and str(path) not in found:
                 found[str(path)] = sha256_file(path)

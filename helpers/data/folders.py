@@ -187,6 +187,11 @@ def _decode(path: Path) -> Image.Image:
         raise UnreadableFilesError([(path, f"{type(err).__name__}: {err}")]) from err
 
 
+def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
+    """One image file as uint8 RGB [H, W, 3]; an unreadable file raises `UnreadableFilesError` naming it."""
+    return np.array(_decode(Path(path)).convert("RGB"))
+
+
 class Sample(NamedTuple):
     """One evaluation pair at original resolution."""
 

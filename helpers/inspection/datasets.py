@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -29,6 +28,7 @@ from helpers.data.folders import (
     canonical_benchmark,
     class_mask,
     open_benchmark,
+    read_rgb,
     scan_images,
 )
 from helpers.data.splits import ProceduralSplits, load_split, split_attributes
@@ -53,11 +53,6 @@ class InspectionSet:
 def _folder_attribute(paths: list[Path], root: Path) -> dict[str, list[str]]:
     folders = [str(p.parent.relative_to(root)) for p in paths]
     return {"folder": folders} if len(set(folders)) > 1 else {}
-
-
-def _decode(path: Path) -> np.ndarray:
-    with Image.open(path) as img:
-        return np.array(img.convert("RGB"))
 
 
 def open_dataset(spec: str, splits: ProceduralSplits | None = None, limit: int | None = None) -> InspectionSet:
@@ -109,7 +104,7 @@ def open_dataset(spec: str, splits: ProceduralSplits | None = None, limit: int |
     paths = scan_images(root)[:limit]
     return InspectionSet(
         root.name,
-        [_decode(p) for p in tqdm(paths, desc=f"reading {root.name}")],
+        [read_rgb(p) for p in tqdm(paths, desc=f"reading {root.name}")],
         None,
         [p.stem for p in paths],
         _folder_attribute(paths, root),

@@ -21,6 +21,7 @@ from helpers.data.folders import (
     open_benchmark,
     parse_benchmarks,
     read_labelled,
+    read_rgb,
     threshold_mask,
 )
 
@@ -319,3 +320,11 @@ def test_a_labelled_folder_refuses_values_beyond_the_classes_and_colour_masks(tm
     save(tmp_path / "images" / "001.jpg", np.zeros((20, 20, 3)))
     with pytest.raises(FolderDatasetError, match="001.png: a class-index mask must be single-channel"):
         read_labelled(tmp_path, 16)
+
+
+def test_read_rgb_gives_rgb_and_names_an_unreadable_file(tmp_path):
+    save(tmp_path / "grey.png", np.full((4, 5), 7))
+    assert read_rgb(tmp_path / "grey.png").shape == (4, 5, 3)
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(UnreadableFilesError, match="broken.png"):
+        read_rgb(tmp_path / "broken.png")
