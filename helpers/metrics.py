@@ -110,7 +110,6 @@ class SaliencyMetrics:
     def __init__(self) -> None:
         self.n_images = 0
         self.image_iou: list[float] = []  # per image, in the order added
-        self.image_accuracy: list[float] = []
         self._iou_sum = 0.0
         self._accuracy_sum = 0.0
         self._p_sum = np.zeros(len(THRESHOLDS))
@@ -123,9 +122,8 @@ class SaliencyMetrics:
         prob, gt = _check_pair(prob, gt)
         mask = prob >= MASK_THRESHOLD
         self.image_iou.append(_iou(mask, gt))
-        self.image_accuracy.append(np.count_nonzero(mask == gt) / gt.size)
         self._iou_sum += self.image_iou[-1]
-        self._accuracy_sum += self.image_accuracy[-1]
+        self._accuracy_sum += np.count_nonzero(mask == gt) / gt.size
         precision, recall = _pr_curves(prob, gt)
         self._p_sum += precision
         self._r_sum += recall

@@ -212,6 +212,32 @@ def _verdict(row: Row) -> str:
     return {True: "met", False: "not met", None: ""}[row.met]
 
 
+def _title(summary: dict[str, Any]) -> tuple[str, str]:
+    """The report's title and its first sentence."""
+    run = "smoke" if summary.get("smoke") else "full"
+    smoke = " (smoke sizes: the targets are not expected to be met)" if summary.get("smoke") else ""
+    return (
+        f"Reproduction report: profile {summary['profile']}, {run} run",
+        f"Each number beside the target or the paper's number it is meant to meet{smoke}.",
+    )
+
+
+def _other_metrics(report: RunReport) -> str:
+    return "Other metrics: " + ", ".join(f"{k} {_number(v)}" for k, v in report.scalars.items())
+
+
+def _parameters(report: RunReport) -> str:
+    return ", ".join(f"{k} = {json.dumps(v)}" for k, v in report.parameters.items())
+
+
+def goals_markdown(results: str | Path) -> str:
+    """A markdown table of every headline row that has a goal, over all runs of ``results``."""
+    lines = ["| run | result | value | goal | verdict |", "|---|---|---:|---|---|"]
+    for r in collect(Path(results))[1]:
+        lines += [f"| {r.run} | {x.label} | {x.value:.4f} | {_goal(x)} | {_verdict(x)} |" for x in r.rows if x.goal]
+    return "\n".join(lines)
+
+
 def _met_count(report: RunReport) -> str:
     goals = [r for r in report.rows if r.met is not None]
     return f"{sum(bool(r.met) for r in goals)} of {len(goals)}" if goals else "–"
@@ -220,11 +246,11 @@ def _met_count(report: RunReport) -> str:
 def _markdown(
     summary: dict[str, Any], reports: list[RunReport], env: dict[str, str], sha: dict[str, str], results: Path
 ) -> str:
-    smoke = " (smoke sizes: the targets are not expected to be met)" if summary.get("smoke") else ""
+    title, intro = _title(summary)
     lines = [
-        f"# Reproduction report: profile {summary['profile']}, {'smoke' if summary.get('smoke') else 'full'} run",
+        f"# {title}",
         "",
-        f"Each number beside the target or the paper's number it is meant to meet{smoke}.",
+        intro,
         "",
         "| run | status | seconds | goals met |",
         "|---|---|---:|---|",
@@ -241,8 +267,8 @@ def _markdown(
             lines += ["", "| result | value | goal | verdict |", "|---|---:|---|---|"]
             lines += [f"| {x.label} | {x.value:.4f} | {_goal(x)} | {_verdict(x)} |" for x in r.rows]
         if r.scalars:
-            lines += ["", "Other metrics: " + ", ".join(f"{k} {_number(v)}" for k, v in r.scalars.items())]
-        lines += ["", "Parameters: " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in r.parameters.items())]
+            lines += ["", _other_metrics(r)]
+        lines += ["", f"Parameters: {_parameters(r)}"]
         lines += [f"![{f.stem}]({f.relative_to(results) if f.is_relative_to(results) else f})" for f in r.figures]
     return "\n".join(lines) + "\n"
 
@@ -260,12 +286,11 @@ figcaption { font-size: 0.8em; color: #666; }
 
 def _html(summary: dict[str, Any], reports: list[RunReport], env: dict[str, str], sha: dict[str, str]) -> str:
     e = html.escape
-    smoke = " (smoke sizes: the targets are not expected to be met)" if summary.get("smoke") else ""
-    title = f"Reproduction report: profile {summary['profile']}, {'smoke' if summary.get('smoke') else 'full'} run"
+    title, intro = _title(summary)
     parts = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
         f"<style>{STYLE}</style></head><body><h1>{e(title)}</h1>",
-        f"<p>Each number beside the target or the paper's number it is meant to meet{e(smoke)}.</p>",
+        f"<p>{e(intro)}</p>",
         "<table><tr><th>run</th><th>status</th><th>seconds</th><th>goals met</th></tr>",
     ]
     for r in reports:
@@ -295,17 +320,14 @@ def _html(summary: dict[str, Any], reports: list[RunReport], env: dict[str, str]
                 )
             parts.append("</table>")
         if r.scalars:
-            parts.append(
-                "<p>Other metrics: " + e(", ".join(f"{k} {_number(v)}" for k, v in r.scalars.items())) + "</p>"
-            )
+            parts.append(f"<p>{e(_other_metrics(r))}</p>")
         for figure in r.figures:
             data = base64.b64encode(figure.read_bytes()).decode("ascii")
             parts.append(
                 f"<figure><img alt='{e(figure.stem)}' src='data:image/png;base64,{data}'>"
                 f"<figcaption>{e(figure.name)}</figcaption></figure>"
             )
-        parameters = ", ".join(f"{k} = {json.dumps(v)}" for k, v in r.parameters.items())
-        parts.append(f"<details><summary>parameters</summary><p><code>{e(parameters)}</code></p></details>")
+        parts.append(f"<details><summary>parameters</summary><p><code>{e(_parameters(r))}</code></p></details>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 

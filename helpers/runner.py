@@ -38,7 +38,7 @@ from helpers.core.paths import notebooks_dir, resolve
 from helpers.preflight import BENCHMARK, PlannedRun, Preflight
 from helpers.preflight import check as preflight_check
 from helpers.profiles import SCORE_KEYS, Profile, load_profile, notebook_parameters
-from helpers.report import write_report
+from helpers.report import scalar_metrics, write_report
 
 
 @dataclass
@@ -226,7 +226,7 @@ def _summary_markdown(
         lines += ["", f"## {r.run}", ""]
         if r.error:
             lines += ["```", r.error, "```"]
-        flat = {k: v for k, v in r.metrics.items() if isinstance(v, (int, float, str, bool))}
+        flat = scalar_metrics(r.metrics)
         lines += [f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in flat.items()]
         slowest = sorted(r.cells, key=lambda c: -c["seconds"])[:3]
         if slowest:

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import pytest
 
 from helpers.core.io import save_figure
-from helpers.report import Row, headline_rows, write_report
+from helpers.report import Row, goals_markdown, headline_rows, write_report
 
 METRICS = {
     "04_unsupervised_segmentation@cub": {
@@ -119,3 +119,10 @@ def test_the_html_opens_in_a_browser_with_every_figure(results, browser):
     assert len(images) == 3 and all(complete and width > 0 for complete, width, _ in images)
     assert browser.title.startswith("Reproduction report: profile paper")
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
+def test_the_goals_table_lists_only_rows_with_a_goal(results):
+    table = goals_markdown(results)
+    assert "| 05_semantic_projection | procedural_test foreground IoU | 0.8620 | ≥ 0.8500 (target) | met |" in table
+    assert "| 06_layermatch | LayerMatch − random IoU, k 20 | 0.0400 | ≥ 0.0500 (target) | not met |" in table
+    assert "part IoU" not in table and "k 50" not in table

@@ -14,6 +14,7 @@ Images in subfolders (CUB's ``<class>/``) get their folder as the ``folder`` att
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,20 @@ def _folder_attribute(paths: list[Path], root: Path) -> dict[str, list[str]]:
     return {"folder": folders} if len(set(folders)) > 1 else {}
 
 
+def _paired(name: str, dataset: ImageMaskFolder, limit: int | None, object_mask: Callable) -> InspectionSet:
+    """The first ``limit`` pairs of a folder dataset, masks turned into object masks by ``object_mask``."""
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    samples = [dataset[i] for i in tqdm(range(n), desc=f"reading {name}")]
+    return InspectionSet(
+        name,
+        [s.image for s in samples],
+        [object_mask(s.mask) for s in samples],
+        [s.name for s in samples],
+        _folder_attribute([dataset.pairs[i].image_path for i in range(n)], dataset.images_dir),
+        BENCHMARK_SIZE,
+    )
+
+
 def open_dataset(spec: str, splits: ProceduralSplits | None = None, limit: int | None = None) -> InspectionSet:
     """The dataset ``spec`` names (module docstring); ``limit`` keeps its first images; ``splits`` sizes the
     procedural splits (default `ProceduralSplits()`)."""
@@ -75,32 +90,11 @@ def open_dataset(spec: str, splits: ProceduralSplits | None = None, limit: int |
     name, sep, folder = spec.partition(":")
     if sep and not Path(spec).exists():
         key = canonical_benchmark(name)
-        dataset = open_benchmark(key, resolve(folder.strip()))
-        n = len(dataset) if limit is None else min(limit, len(dataset))
-        samples = [dataset[i] for i in tqdm(range(n), desc=f"reading {key}")]
-        paths = [dataset.pairs[i].image_path for i in range(n)]
-        return InspectionSet(
-            key,
-            [s.image for s in samples],
-            [s.mask for s in samples],
-            [s.name for s in samples],
-            _folder_attribute(paths, dataset.images_dir),
-            BENCHMARK_SIZE,
-        )
+        return _paired(key, open_benchmark(key, resolve(folder.strip())), limit, lambda mask: mask)
     root = resolve(spec)
     if (root / "images").is_dir() and (root / "masks").is_dir():
-        dataset = ImageMaskFolder(root / "images", root / "masks", mask_rule=class_mask)
-        n = len(dataset) if limit is None else min(limit, len(dataset))
-        samples = [dataset[i] for i in tqdm(range(n), desc=f"reading {root.name}")]
-        paths = [dataset.pairs[i].image_path for i in range(n)]
-        return InspectionSet(
-            root.name,
-            [s.image for s in samples],
-            [s.mask > 0 for s in samples],
-            [s.name for s in samples],
-            _folder_attribute(paths, root / "images"),
-            BENCHMARK_SIZE,
-        )
+        labelled = ImageMaskFolder(root / "images", root / "masks", mask_rule=class_mask)
+        return _paired(root.name, labelled, limit, lambda mask: mask > 0)
     paths = scan_images(root)[:limit]
     return InspectionSet(
         root.name,
@@ -118,7 +112,6 @@ class Predictions:
 
     probs: list[np.ndarray]  # float32 [H, W] per image
     iou: np.ndarray | None  # per image
-    accuracy: np.ndarray | None
     scores: dict[str, float] | None  # `helpers.metrics.SaliencyMetrics.result`
 
 
@@ -128,11 +121,11 @@ def predict_set(model: nn.Module, dataset: InspectionSet, progress: bool = True)
     infer = SegmentationInference(model, dataset.resize_to)
     probs = [infer(image) for image in tqdm(dataset.images, desc="predicting", disable=not progress)]
     if dataset.masks is None:
-        return Predictions(probs, None, None, None)
+        return Predictions(probs, None, None)
     metrics = SaliencyMetrics()
     for prob, mask in zip(probs, dataset.masks):
         metrics.update(prob, mask)
-    return Predictions(probs, np.array(metrics.image_iou), np.array(metrics.image_accuracy), metrics.result())
+    return Predictions(probs, np.array(metrics.image_iou), metrics.result())
 
 
 def attribute_scores(attributes: dict[str, list[str]], iou: np.ndarray) -> dict[str, dict[str, dict[str, float]]]:
