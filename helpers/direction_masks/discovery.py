@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from helpers.core.runs import RunFolder, deadline
+from helpers.core.runtime import amp_dtype, autocast
 from helpers.gans.base import Generator
 
 DEFORMATOR_KINDS = ("ortho", "linear", "proj")
@@ -119,9 +120,10 @@ class DiscoveryConfig:
     reconstructor_width: int = 32
     seed: int = 0
     checkpoint_every: int = 100
+    amp: str = "auto"  # the reconstructor's autocast (`helpers.core.runtime.amp_dtype`); G runs in full precision
 
 
-RESUMABLE_CHANGES = {"steps", "checkpoint_every"}
+RESUMABLE_CHANGES = {"steps", "checkpoint_every", "amp"}
 
 
 def sample_shifts(
@@ -147,6 +149,8 @@ class DirectionDiscovery:
         )
         self.K = self.deformator.n_directions
         self.reconstructor = Reconstructor(self.K, config.reconstructor_width).to(self.device)
+        self.reconstructor.to(memory_format=torch.channels_last)
+        self.amp_dtype = amp_dtype(config.amp, self.device)
         self.opt_a = torch.optim.Adam(self.deformator.parameters(), lr=config.lr)
         self.opt_r = torch.optim.Adam(self.reconstructor.parameters(), lr=config.lr)
         self.rng = torch.Generator().manual_seed(config.seed)
@@ -185,7 +189,9 @@ class DirectionDiscovery:
         k, eps = k.to(self.device), eps.to(self.device)
         shift = self.deformator(F.one_hot(k, self.K).float() * eps[:, None])
         image, shifted = self.G.pair(z, shift)
-        logits, eps_hat = self.reconstructor(image, shifted)
+        with autocast(self.amp_dtype, self.device):
+            logits, eps_hat = self.reconstructor(image, shifted)
+        logits, eps_hat = logits.float(), eps_hat.float()
         ce, l1 = F.cross_entropy(logits, k), (eps_hat - eps).abs().mean()
         loss = cfg.label_weight * ce + cfg.shift_weight * l1
         self.opt_a.zero_grad(set_to_none=True)

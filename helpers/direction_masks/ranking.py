@@ -63,19 +63,21 @@ def _pixels(images: Tensor) -> Tensor:
     return images.permute(0, 2, 3, 1).reshape(-1, 3)
 
 
-@torch.no_grad()
-def _rendered(G: Generator, z: Tensor, shift: Tensor | None = None, batch_size: int = 64) -> Tensor:
-    """G(z), or its shifted twin for ``shift``, in batches; latent i always with noise seed i."""
-    parts = []
-    for i in range(0, len(z), batch_size):
-        zc, seeds = z[i : i + batch_size], list(range(i, min(i + batch_size, len(z))))
-        parts.append(G.render(zc, seeds) if shift is None else G.render_shifted(zc, shift, seeds))
-    return torch.cat(parts)
+class _Renders:
+    """G(z) and its shifted twins for many shifts of the same latents, in batches (latent i always with noise
+    seed i); what every shift shares is computed once per batch (`Generator.shift_renderer`)."""
 
+    @torch.no_grad()
+    def __init__(self, G: Generator, z: Tensor, batch_size: int = 64):
+        self.renderers = [
+            G.shift_renderer(z[i : i + batch_size], list(range(i, min(i + batch_size, len(z)))))
+            for i in range(0, len(z), batch_size)
+        ]
 
-def _pairs(G: Generator, z: Tensor, shifts: Tensor, batch_size: int = 64) -> tuple[Tensor, Tensor]:
-    """G(z) [N, 3, H, W] and the shifted G(z + s) for every shift s [D, N, 3, H, W]."""
-    return _rendered(G, z, None, batch_size), torch.stack([_rendered(G, z, s, batch_size) for s in shifts])
+    @torch.no_grad()
+    def __call__(self, shift: Tensor | None = None) -> Tensor:
+        """G(z) [N, 3, H, W], or the images shifted by ``shift``."""
+        return torch.cat([render(shift) for render in self.renderers])
 
 
 def two_map_scores(
@@ -97,7 +99,8 @@ def two_map_scores(
     G = G.eval()
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(n_latents, G.dim_z, generator=gen).to(G.device)
-    base, shifted = _pairs(G, z, shifts.to(G.device))
+    renders = _Renders(G, z)
+    base, shifted = renders(), torch.stack([renders(s) for s in shifts.to(G.device)])
     D, N = shifted.shape[:2]
     scorer = TwoMapScorer(D).to(G.device)
     opt = torch.optim.Adam(scorer.parameters(), lr=lr)
@@ -164,12 +167,13 @@ def image_consistency(
     """
     G = G.eval()
     z = torch.randn(n_latents, G.dim_z, generator=torch.Generator().manual_seed(seed)).to(G.device)
-    base = _rendered(G, z)
+    renders = _Renders(G, z)
+    base = renders()
     images = to_uint8(base)
     rules = MaskRules()
     consistency, kept = torch.zeros(len(shifts)), torch.zeros(len(shifts))
     for d, shift in enumerate(tqdm(shifts.to(G.device), desc="image consistency", disable=not progress)):
-        result = apply_rules(base, _rendered(G, z, shift), rules)
+        result = apply_rules(base, renders(shift), rules)
         keep = result.keep.cpu().numpy()
         kept[d] = float(keep.mean())
         if keep.any():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,15 @@ class Generator(nn.Module):
     def render_shifted(self, z: Tensor, shift: Tensor, noise_seeds: Sequence[int]) -> Tensor:
         """G(z + shift) with sample i's noise drawn from ``noise_seeds[i]``, the shifted twin of ``render``."""
         return self.render(z + shift, noise_seeds)
+
+    def shift_renderer(self, z: Tensor, noise_seeds: Sequence[int]) -> Callable[[Tensor | None], Tensor]:
+        """A function of a shift (None: no shift) giving `render_shifted` (`render`) of these latents: for scoring
+        many shifts of the same latents, where a subclass can compute what all of them share once."""
+
+        def render(shift: Tensor | None) -> Tensor:
+            return self.render(z, noise_seeds) if shift is None else self.render_shifted(z, shift, noise_seeds)
+
+        return render
 
     def pair(self, z: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
         """G(z) and G(z + shift) from one batched forward, each sample with the same noise in both halves,

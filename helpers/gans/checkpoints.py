@@ -21,6 +21,7 @@ from torch import nn
 from helpers.core.io import save_torch
 from helpers.core.modules import load_strict
 from helpers.core.paths import weights_dir
+from helpers.gans.base import Generator, prefer_channels_last
 from helpers.gans.biggan import ARCH, BOTTOM_WIDTH, BigGAN
 from helpers.gans.encoder import LatentEncoder
 from helpers.gans.stylegan2 import StyleGAN2
@@ -128,9 +129,11 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
 
 
 def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """Reads a checkpoint, builds the matching model (a Generator or an encoder), loads it strictly, in eval mode."""
+    """Reads a checkpoint, builds the matching model (a Generator or an encoder), loads it strictly, in eval mode;
+    a generator on a CPU gets channels-last weights (`prefer_channels_last`)."""
     path = resolve_checkpoint(name_or_path)
     if not path.exists():
         hint = " (run download_all.sh for released weights)" if str(name_or_path) in KNOWN_FILES else ""
         raise CheckpointError(f"checkpoint not found: {path}{hint}")
-    return from_object(read_checkpoint(path), str(path)).to(device).eval()
+    model = from_object(read_checkpoint(path), str(path)).to(device).eval()
+    return prefer_channels_last(model) if isinstance(model, Generator) else model

@@ -12,7 +12,7 @@ a comparable amount on any model. Everything else (``G(z)``, features, sampling)
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -72,10 +72,17 @@ class StyleShifts(Generator):
     def render_shifted(self, z: Tensor, shift: Tensor, noise_seeds: Sequence[int]) -> Tensor:
         return self.G.synthesis(self._moved(self._w(z), shift), self.G.make_noise(len(z), list(noise_seeds)))
 
+    def shift_renderer(self, z: Tensor, noise_seeds: Sequence[int]) -> Callable[[Tensor | None], Tensor]:
+        """`render_shifted` of these latents for any shift, the unshifted layers computed once."""
+        w, noise = self._w(z), self.G.make_noise(len(z), list(noise_seeds))
+        trunk = self.G.synthesis_trunk(w, noise, first_style(self.G, self.from_resolution))
+        return lambda shift: self.G.synthesis_finish(trunk, w if shift is None else self._moved(w, shift), noise)
+
     def pair(self, z: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
+        """G(z) and G shifted, with the layers below the shifted ones run once for both."""
         w = self._w(z)
-        noise = [torch.cat([n, n]) for n in self.G.make_noise(len(z))]
-        return self.G.synthesis(torch.cat([w, self._moved(w, shift)]), noise).chunk(2)
+        first = first_style(self.G, self.from_resolution)
+        return self.G.synthesis_pair(w, self._moved(w, shift), self.G.make_noise(len(z)), first)
 
 
 def with_shift_space(G: Generator, space: str) -> Generator:

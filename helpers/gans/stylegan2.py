@@ -19,7 +19,7 @@ import re
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +46,16 @@ def upfirdn2d(x: Tensor, kernel: Tensor, up: int, pad: tuple[int, int]) -> Tenso
 def bias_leaky_relu(x: Tensor, bias: Tensor) -> Tensor:
     """The fused bias + leaky ReLU(0.2) · √2 op: bias broadcast over dim 1."""
     return F.leaky_relu(x + bias.view(1, -1, *[1] * (x.dim() - 2)), 0.2) * SQRT2
+
+
+class SynthesisTrunk(NamedTuple):
+    """The state of a synthesis after its shared layers: the next block, whether that block's convs already
+    ran (only its RGB output differs), the feature map and the RGB skip image so far (None before any)."""
+
+    block: int
+    block_done: bool
+    x: Tensor
+    image: Tensor | None
 
 
 class PixelNorm(nn.Module):
@@ -311,6 +321,44 @@ class StyleGAN2(Generator):
     def synthesis(self, ws: Tensor, noise: Sequence[Tensor]) -> Tensor:
         """Image from w ([B, dim_z], or [B, n_styles, dim_z] per layer) and make_noise-style noise maps."""
         return self._synthesize(ws, noise, keep=False)[0]
+
+    def synthesis_trunk(self, ws: Tensor, noise: Sequence[Tensor], first_style: int) -> SynthesisTrunk:
+        """The layers before style ``first_style`` run on styles ws [B, n_styles, dim_z]: what every styles that
+        agree with ws below ``first_style`` share (`synthesis_finish` completes the image for such styles)."""
+        x, image, k, block_done = self.constant_tensor.expand(ws.shape[0], -1, -1, -1), None, 0, False
+        for k, (block, to_rgb) in enumerate(zip(self.blocks, self.to_rgbs)):
+            layers = range(max(2 * k - 1, 0), 2 * k + 1)  # style and noise indices of the block's convs
+            if layers[-1] >= first_style:
+                break
+            x = block(x, [ws[:, i] for i in layers], [noise[i] for i in layers])
+            if 2 * k + 1 >= first_style:  # the block is shared, its RGB output is not
+                block_done = True
+                break
+            rgb = to_rgb(x, ws[:, 2 * k + 1])
+            image = rgb if image is None else self.upscale2x(image) + rgb
+        else:
+            k = len(self.blocks)
+        return SynthesisTrunk(k, block_done, x, image)
+
+    def synthesis_finish(self, trunk: SynthesisTrunk, styles: Tensor, noise: Sequence[Tensor]) -> Tensor:
+        """``synthesis(styles, noise)`` from a `synthesis_trunk` of styles that agree with ``styles`` up to there."""
+        x, image = trunk.x, trunk.image
+        for k in range(trunk.block, len(self.blocks)):
+            layers = range(max(2 * k - 1, 0), 2 * k + 1)
+            if not (k == trunk.block and trunk.block_done):
+                x = self.blocks[k](x, [styles[:, i] for i in layers], [noise[i] for i in layers])
+            rgb = self.to_rgbs[k](x, styles[:, 2 * k + 1])
+            image = rgb if image is None else self.upscale2x(image) + rgb
+        return image if self.training else image.clamp(-1, 1)
+
+    def synthesis_pair(
+        self, ws: Tensor, moved: Tensor, noise: Sequence[Tensor], first_style: int
+    ) -> tuple[Tensor, Tensor]:
+        """``synthesis(ws, noise)`` and ``synthesis(moved, noise)`` for per-layer styles that differ only from style
+        ``first_style`` on: the layers before it run once for both, the rest for each (so a backward pass from
+        the moved image only goes through the layers its styles change)."""
+        trunk = self.synthesis_trunk(ws, noise, first_style)
+        return self.synthesis_finish(trunk, ws, noise), self.synthesis_finish(trunk, moved, noise)
 
     def synthesis_features(self, ws: Tensor, noise: Sequence[Tensor]) -> OrderedDict[str, Tensor]:
         """Like synthesis, but every block's output (res4 … resR) and the image."""

@@ -10,7 +10,6 @@ A new `SegmentationTrainer` on the same folder resumes where the last one stoppe
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -24,9 +23,9 @@ from tqdm.auto import tqdm
 
 from helpers.core.io import save_torch
 from helpers.core.runs import RunFolder, deadline
+from helpers.core.runtime import AMP_MODES, amp_dtype, autocast
 from helpers.segmentation.sources import Batch, BatchSource, batch_function
 
-AMP_MODES = ("auto", "off", "bf16", "fp16")
 RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every", "validate_every", "amp"}  # may differ on resume
 Validation = Callable[[nn.Module], dict[str, float]]
 
@@ -43,23 +42,12 @@ class SegmentationSettings:
     log_every: int = 10
     validate_every: int = 1000
     seed: int = 2
-    amp: str = "auto"  # 'auto': bf16 (else fp16) autocast on CUDA, none on CPU; or 'off', 'bf16', 'fp16'
+    amp: str = "auto"  # 'auto': bf16 autocast where the hardware has bf16 (else fp16 on CUDA); 'off', 'bf16', 'fp16'
     ignore_index: int | None = None  # label excluded from the loss, e.g. 255 for unlabelled pixels
 
     def __post_init__(self) -> None:
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {AMP_MODES}; got {self.amp!r}")
-
-
-def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device``, or None for full precision."""
-    if amp == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if amp == "fp16" and device.type != "cuda":
-        raise ValueError("amp='fp16' needs a CUDA device; use 'bf16' or 'off' on CPU")
-    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 def model_shapes(model: nn.Module) -> dict[str, list[int]]:
@@ -100,10 +88,10 @@ class SegmentationTrainer:
         self.run_dir, self.device = Path(run_dir), torch.device(device)
         self.settings = settings or SegmentationSettings()
         self.model = model.to(self.device)
-        # channels-last lets cuDNN pick its fastest convolutions under autocast; on a CPU it is left alone
-        self.memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
+        # channels-last: cuDNN's fastest convolutions under autocast; oneDNN's small CPU convolutions about 1.5x faster
+        self.memory_format = torch.channels_last
         self.model.to(memory_format=self.memory_format)
-        self.amp_dtype = _amp_dtype(self.settings.amp, self.device)
+        self.amp_dtype = amp_dtype(self.settings.amp, self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=self.settings.lr)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.opt, self.settings.lr_step, self.settings.lr_gamma)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
@@ -156,11 +144,6 @@ class SegmentationTrainer:
         torch.set_rng_state(state["rng"])
         self.step = state["step"]
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
     def train_step(self, x: Tensor, y: Tensor) -> float:
         """One Adam update on batch (x, y) and one scheduler step; returns the loss."""
         if x.ndim != 4 or y.shape != (x.shape[0], *x.shape[2:]):
@@ -170,7 +153,7 @@ class SegmentationTrainer:
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True).long()
         x = x.contiguous(memory_format=self.memory_format)
         self.model.train()
-        with self._autocast():
+        with autocast(self.amp_dtype, self.device):
             logits = self.model(x)
         loss = _loss(logits, y, self.settings.ignore_index)
         self.opt.zero_grad(set_to_none=True)

@@ -9,9 +9,10 @@ Beyond the reference: ``class_weight_power = p > 0`` weights the cross-entropy o
 majority classes get about 1). With few annotations, mostly background, plain cross-entropy (p = 0, the
 reference) can end with a decoder that predicts background everywhere; p = 0.5 avoids that.
 
-Training samples are stored as generator inputs (z, noise seed, truncation): their features are
-recomputed with the frozen generator at every step (nothing cached, as the reference re-reads its
-feature files every step).
+Training samples are stored as generator inputs (z, noise seed, truncation). The frozen generator is
+deterministic, so each sample's feature maps (those the decoder reads) are computed once per fit and kept for
+its later epochs: the same inputs the reference re-reads from its feature files every step, without the
+generator call of each step.
 """
 
 from __future__ import annotations
@@ -153,15 +154,29 @@ def _epoch_order(seed: int, epoch: int, n: int, size: int) -> np.ndarray:
     return rng.permutation(n)[:size] if n >= size else rng.integers(n, size=size)
 
 
-def _batch(G: Generator, samples: Sequence[LabelledLatent]) -> tuple[OrderedDict[str, Tensor], Tensor]:
-    """Recomputed features (one generator call per sample, so truncations may differ) and labels."""
-    per_sample = [
-        generator_features(G, _as_z(G, s.z), None if s.noise_seed is None else [s.noise_seed], s.truncation)
-        for s in samples
-    ]
-    features = OrderedDict((k, torch.cat([f[k] for f in per_sample])) for k in per_sample[0])
-    labels = torch.from_numpy(np.stack([np.asarray(s.labels, dtype=np.int64) for s in samples])).to(G.device)
-    return features, labels
+class FeatureCache:
+    """The feature maps named ``names`` of each training sample, computed by the generator on first use (one call
+    per sample, so truncations may differ) and kept: a fit reads every sample once per epoch."""
+
+    def __init__(self, G: Generator, samples: Sequence[LabelledLatent], names: Sequence[str]):
+        self.G, self.samples, self.names = G, samples, list(names)
+        self.features: dict[int, OrderedDict[str, Tensor]] = {}
+
+    def __getitem__(self, index: int) -> OrderedDict[str, Tensor]:
+        if index not in self.features:
+            s = self.samples[index]
+            maps = generator_features(
+                self.G, _as_z(self.G, s.z), None if s.noise_seed is None else [s.noise_seed], s.truncation
+            )
+            self.features[index] = OrderedDict((n, maps[n]) for n in self.names)
+        return self.features[index]
+
+    def batch(self, indices: Sequence[int]) -> tuple[OrderedDict[str, Tensor], Tensor]:
+        """Features [B, C, h, w] per name and labels [B, R, R] of samples ``indices``."""
+        per_sample = [self[i] for i in indices]
+        features = OrderedDict((n, torch.cat([f[n] for f in per_sample])) for n in self.names)
+        labels = np.stack([np.asarray(self.samples[i].labels, dtype=np.int64) for i in indices])
+        return features, torch.from_numpy(labels).to(self.G.device)
 
 
 def fit(
@@ -212,6 +227,7 @@ def fit(
             torch.set_rng_state(state["torch_rng"])
             step = state["step"]
         start, rng_state = step, torch.get_rng_state()  # RNG as of the last finished step
+        cache = FeatureCache(G, samples, decoder.names)
 
         def save_checkpoint() -> None:
             state = {
@@ -234,10 +250,8 @@ def fit(
                 while step < end:
                     epoch, position = divmod(step, steps_per_epoch)
                     order = _epoch_order(config.seed, epoch, len(samples), steps_per_epoch * config.batch_size)
-                    batch = [
-                        samples[i] for i in order[position * config.batch_size : (position + 1) * config.batch_size]
-                    ]
-                    features, labels = _batch(G, batch)
+                    batch = order[position * config.batch_size : (position + 1) * config.batch_size]
+                    features, labels = cache.batch(batch)
                     logits = decoder(features)
                     loss = segmentation_loss(logits, labels, class_weights=weights)
                     optimizer.zero_grad(set_to_none=True)

@@ -26,7 +26,13 @@ def test_our_format_round_trips_every_class(tmp_path):
         path = save_model(model, tmp_path / f"m{i}.pt", {"note": "x"})
         loaded = load(path)
         assert type(loaded) is type(model) and not loaded.training
-        x = torch.randn(2, 3, 32, 32) if isinstance(model, LatentEncoder) else model.sample_z(2, 0)
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+        if isinstance(model, LatentEncoder):
+            x = torch.randn(2, 3, 32, 32)
+        else:  # a generator on a CPU is loaded with channels-last weights (faster convolutions)
+            x = model.sample_z(2, 0)
+            model.to(memory_format=torch.channels_last)
+            assert all(p.is_contiguous(memory_format=torch.channels_last) for p in loaded.parameters() if p.dim() == 4)
         kwargs = {"noise_seed": 3} if isinstance(model, StyleGAN2) else {}
         assert torch.equal(model(x, **kwargs), loaded(x, **kwargs))
 
@@ -34,6 +40,7 @@ def test_our_format_round_trips_every_class(tmp_path):
 def test_plain_biggan_state_dict_with_or_without_sv0(tmp_path):
     model = BigGAN(**SMALL_BIGGAN).eval()
     state = model.state_dict()
+    model.to(memory_format=torch.channels_last)  # as `load` stores a CPU generator's weights
     assert infer_biggan_config(state) == {k: v for k, v in model.config.items() if "eps" not in k}
     torch.save({k: v for k, v in state.items() if not k.endswith("sv0")}, tmp_path / "plain.pth")
     z = model.sample_z(2, 0)

@@ -76,3 +76,25 @@ def test_discovery_and_pca_work_in_style_space(tmp_path, noisy_stylegan2):
     directions, explained = pca_directions(G, 3, n_samples=64, batch_size=32)
     assert directions.shape == (3, G.dim_z) and torch.allclose(directions.norm(dim=1), torch.ones(3))
     assert explained.shape == (3,)
+
+
+@pytest.mark.parametrize("resolution", [4, 8, 16, 32])
+def test_shared_layers_run_once_and_give_the_images_of_two_syntheses(noisy_stylegan2, resolution):
+    G = StyleShifts(noisy_stylegan2, resolution)
+    z, shifts, seeds = G.sample_z(3, seed=4), torch.randn(2, G.dim_z), [1, 2, 3]
+    w = noisy_stylegan2.styles(z).unsqueeze(1).expand(-1, 8, -1)
+    render = G.shift_renderer(z, seeds)
+    with torch.no_grad():
+        assert torch.equal(render(None), noisy_stylegan2.render(z, seeds))
+        for shift in shifts:
+            assert torch.equal(render(shift), G.render_shifted(z, shift, seeds))
+    torch.manual_seed(0)
+    noise = noisy_stylegan2.make_noise(3)
+    torch.manual_seed(0)
+    shift = shifts[:1].clone().requires_grad_()
+    image, shifted = G.pair(z, shift)
+    assert torch.equal(image, noisy_stylegan2.synthesis(w, noise))
+    assert torch.equal(shifted, noisy_stylegan2.synthesis(G._moved(w, shifts[:1]), noise))
+    # a backward pass from the unshifted image does not reach the shift; from the shifted one it does
+    assert torch.autograd.grad(image.sum(), shift, retain_graph=True, allow_unused=True)[0] is None
+    assert torch.autograd.grad(shifted.sum(), shift)[0].abs().sum() > 0

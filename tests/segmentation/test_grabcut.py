@@ -6,6 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from helpers.segmentation.grabcut import TrimapGrabCut, grabcut_refine
 
@@ -113,3 +114,20 @@ def test_trimap_grabcut_rejects_bad_input():
         TrimapGrabCut().masks(np.zeros((2, 64, 64, 3), np.uint8), np.zeros((2, 32, 32), np.float32))
     with pytest.raises(ValueError, match="probs must be"):
         TrimapGrabCut()(np.zeros((2, 64, 64, 3), np.uint8), np.zeros((2, 64, 64), np.float32))
+
+
+def test_threads_give_the_masks_of_one_thread():
+    rng = np.random.default_rng(0)
+    images = np.stack([_disk_scene(seed)[0] for seed in range(12)])
+    sloppy = np.stack([np.roll(DISK, tuple(rng.integers(-6, 7, 2)), axis=(0, 1)) for _ in range(12)])
+    guess = np.stack([np.roll(_model_guess(), tuple(rng.integers(-6, 7, 2)), axis=(0, 1)) for _ in range(12)])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = grabcut_refine(images, sloppy), TrimapGrabCut().masks(images, guess)
+        torch.set_num_threads(4)
+        four = grabcut_refine(images, sloppy), TrimapGrabCut().masks(images, guess)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(np.array_equal(a, b) for a, b in zip(one, four))
+    assert not np.array_equal(one[0], sloppy)  # the re-fits did move the masks

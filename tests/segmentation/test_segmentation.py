@@ -382,6 +382,10 @@ def test_shard_reader_batches(tmp_path):
     again = ShardBatches(ds, batch_size=3, seed=5)(0)
     assert torch.equal(x, again[0]) and torch.equal(y, again[1])
     assert not torch.equal(x, ShardBatches(ds, batch_size=3, seed=6)(0)[0])
+    held, streamed = ShardBatches(ds, 3, seed=5), ShardBatches(ds, 3, seed=5, max_memory=0)
+    assert held.arrays is not None and streamed.arrays is None  # small shards are read once, big ones per batch
+    for step in range(5):
+        assert all(torch.equal(a, b) for a, b in zip(held(step), streamed(step)))
 
     shard_path(folder, 1).unlink()
     with pytest.raises(FileNotFoundError, match="incomplete"):

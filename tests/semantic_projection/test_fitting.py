@@ -144,3 +144,18 @@ def test_class_weighted_fit_is_its_own_configuration(tmp_path, stylegan):
     assert plain.losses[0] != weighted.losses[0]
     with pytest.raises(ValueError, match="other samples or settings"):
         fit(stylegan, samples, tmp_path / "plain", FitConfig(**SMALL, class_weight_power=1.0), progress=False)
+
+
+def test_each_sample_goes_through_the_generator_once_per_fit(tmp_path, stylegan, monkeypatch):
+    samples = _samples(stylegan, 3)
+    calls = []
+    features = stylegan.features
+
+    def counted(z, noise_seed=None, truncation=None):
+        calls.append(len(z))
+        return features(z, noise_seed=noise_seed, truncation=truncation)
+
+    monkeypatch.setattr(stylegan, "features", counted)
+    result = fit(stylegan, samples, tmp_path / "run", FitConfig(**{**SMALL, "epochs": 4}), progress=False)
+    assert result.complete and result.step == 4 * 4  # 4 epochs of 4 draws from 3 samples
+    assert len(calls) == 1 + 3  # one to size the decoder, then one per sample, kept for the later epochs
