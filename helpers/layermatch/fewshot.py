@@ -10,6 +10,9 @@ from `helpers.layermatch.models.comparison_models`) on k labelled images for sev
   resumable: a killed run continues, a finished one returns at once) and scores it with
   `evaluate_arrays`; the scores are cached in ``scores.json`` beside the checkpoint, keyed by the step
   reached and the evaluation set's size, so re-running a finished experiment costs nothing.
+* `finetune_many` runs a list of such fine-tunes; on a CPU each runs on one thread, in as many processes as
+  torch has threads (small models gain more from two single-thread processes than from two threads), so the
+  scores do not depend on the number of processes.
 * `few_label_data` gives the pool the k images come from and the test set: the procedural splits, or a labelled
   train folder and test folder (`helpers.data.folders.read_labelled`), never both.
 * `summarise` turns the per-run records into mean, sample standard deviation (ddof = 1; 0 for one seed)
@@ -19,14 +22,17 @@ from `helpers.layermatch.models.comparison_models`) on k labelled images for sev
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from helpers.core.io import write_json
 from helpers.core.paths import resolve
@@ -122,6 +128,75 @@ def finetune_and_evaluate(
     scores = evaluate_arrays(trainer.model, eval_images, eval_gt)
     write_json(cache, {"step": step, "scores": scores})
     return scores
+
+
+class FinetuneJob(NamedTuple):
+    """One fine-tune of `finetune_many`: its folder, the model, its k labelled images and the settings."""
+
+    run_dir: Path
+    model: nn.Module
+    images: np.ndarray
+    labels: np.ndarray
+    settings: SegmentationSettings
+
+
+_worker_eval: tuple[np.ndarray, np.ndarray] | None = None  # a worker process's evaluation set
+
+
+def _start_worker(eval_images: np.ndarray, eval_gt: np.ndarray) -> None:
+    global _worker_eval
+    torch.set_num_threads(1)
+    _worker_eval = eval_images, eval_gt
+
+
+def _run_job(job: FinetuneJob, batch_size: int) -> dict[str, float]:
+    return finetune_and_evaluate(
+        job.run_dir, job.model, job.images, job.labels, *_worker_eval, job.settings, batch_size, "cpu"
+    )
+
+
+def finetune_many(
+    jobs: Sequence[FinetuneJob],
+    eval_images: np.ndarray,
+    eval_gt: np.ndarray,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    workers: int | None = None,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """`finetune_and_evaluate` of every job, scores in job order. On a CPU every job runs on one thread, in
+    ``workers`` processes (default: torch's number of threads); on a GPU they run one after the other here.
+    The jobs' models are trained in their folders, not in place: resume a folder to get the trained weights."""
+    bar = tqdm(total=len(jobs), desc="fine-tuning", disable=not progress)
+    if torch.device(device).type != "cpu":
+        scores = []
+        for job in jobs:
+            scores.append(
+                finetune_and_evaluate(
+                    job.run_dir,
+                    job.model,
+                    job.images,
+                    job.labels,
+                    eval_images,
+                    eval_gt,
+                    job.settings,
+                    batch_size,
+                    device,
+                )
+            )
+            bar.update(1)
+        bar.close()
+        return scores
+    workers = min(workers or torch.get_num_threads(), len(jobs)) or 1
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited OpenMP state
+    results: list[dict[str, float] | None] = [None] * len(jobs)
+    with ProcessPoolExecutor(workers, context, _start_worker, (eval_images, eval_gt)) as pool:
+        futures = {pool.submit(_run_job, job, batch_size): i for i, job in enumerate(jobs)}
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            bar.update(1)
+    bar.close()
+    return results
 
 
 def summarise(records: Iterable[Mapping[str, Any]], metric: str = "iou") -> dict[str, dict[str, dict[str, Any]]]:

@@ -75,6 +75,7 @@ from tqdm.auto import tqdm
 
 from helpers.core.manifest import sha256_file
 from helpers.core.runs import RunFolder, deadline
+from helpers.core.runtime import amp_dtype, autocast
 from helpers.gans.base import Generator
 from helpers.gans.biggan import BigGAN
 from helpers.gans.checkpoints import load, resolve_checkpoint
@@ -86,7 +87,7 @@ from helpers.layermatch.backbones import (
     save_backbone,
 )
 
-RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every"}  # may differ when resuming
+RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every", "amp"}  # may differ when resuming
 NORM_SEED_OFFSET = 10_000
 
 
@@ -216,6 +217,7 @@ class PretrainConfig:
     checkpoint_every: int = 100
     log_every: int = 10
     seed: int = 0
+    amp: str = "auto"  # the trained network's autocast (`helpers.core.runtime.amp_dtype`); G runs in full precision
 
     def __post_init__(self) -> None:
         self.backbone = {**DEFAULT_BACKBONE, **self.backbone}
@@ -271,7 +273,8 @@ class PretrainTrainer:
         torch.manual_seed(config.seed)
         self.backbone = ResNetBackbone(**config.backbone)
         self.build()
-        self.net.to(self.device)
+        self.net.to(self.device, memory_format=torch.channels_last)
+        self.amp_dtype = amp_dtype(config.amp, self.device)
         self.opt = torch.optim.Adam(self.net.parameters(), config.lr, config.betas)
         self.rng = torch.Generator().manual_seed(config.seed)
         self.step = 0
@@ -312,6 +315,12 @@ class PretrainTrainer:
         return F.interpolate(
             images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True
         )
+
+    def run_net(self, images: Tensor) -> Any:
+        """``self.net(images)`` under the configured autocast, its output (a tensor or a dict of them) in float32."""
+        with autocast(self.amp_dtype, self.device):
+            out = self.net(images)
+        return {k: v.float() for k, v in out.items()} if isinstance(out, Mapping) else out.float()
 
     def train_step(self) -> dict[str, float]:
         """One optimiser step on a freshly generated batch; returns the loss terms."""
@@ -434,7 +443,7 @@ class LayerMatchTrainer(PretrainTrainer):
     def losses(self, z: Tensor, kwargs: dict[str, Any], features: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Normalised feature MSE per layer, weighted, plus the weighted reconstruction MSE."""
         images = features["image"]
-        predictions = self.net(self.backbone_input(images))
+        predictions = self.run_net(self.backbone_input(images))
         terms: dict[str, Tensor] = {}
         loss = images.new_zeros(())
         for name, weight in zip(self.config.layers, self.config.layer_weights):
@@ -506,4 +515,4 @@ class AutoencoderTrainer(PretrainTrainer):
         """MSE between the decoded corrupted input and the clean input."""
         clean = self.backbone_input(features["image"])
         noise = torch.randn(clean.shape, generator=self.noise_rng).to(clean.device)
-        return {"loss": F.mse_loss(self.net(clean + self.config.noise_std * noise), clean)}
+        return {"loss": F.mse_loss(self.run_net(clean + self.config.noise_std * noise), clean)}

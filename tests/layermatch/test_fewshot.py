@@ -15,8 +15,10 @@ from helpers.core.plots import metric_vs_k
 from helpers.data.splits import ProceduralSplits
 from helpers.layermatch.fewshot import (
     BinaryTargets,
+    FinetuneJob,
     few_label_data,
     finetune_and_evaluate,
+    finetune_many,
     pick_labelled,
     summarise,
 )
@@ -68,6 +70,28 @@ def test_finetune_resumes_and_caches_scores(tmp_path, monkeypatch):
     monkeypatch.undo()
     run(3)  # more steps: resumes from step 2 and scores again
     assert json.loads((tmp_path / "run" / "scores.json").read_text())["step"] == 3
+
+
+def test_finetunes_in_processes_score_as_one_process_and_train_their_folders(tmp_path):
+    images, labels = _data()
+    eval_images, eval_labels = _data(4, seed=1)
+
+    def jobs(root):
+        return [
+            FinetuneJob(
+                root / f"seed{seed}",
+                comparison_models(2, {"random": None}, TINY, seed=seed)["random"],
+                images[: 2 + seed],
+                labels[: 2 + seed],
+                SegmentationSettings(steps=3, lr_step=10, checkpoint_every=10, seed=seed),
+            )
+            for seed in range(3)
+        ]
+
+    two = finetune_many(jobs(tmp_path / "two"), eval_images, eval_labels > 0, 4, workers=2, progress=False)
+    one = finetune_many(jobs(tmp_path / "one"), eval_images, eval_labels > 0, 4, workers=1, progress=False)
+    assert two == one and len({s["iou"] for s in two}) > 1  # in job order, each job single-threaded either way
+    assert all((tmp_path / "two" / f"seed{seed}" / "checkpoint.pt").exists() for seed in range(3))
 
 
 def test_summarise_and_plot():
