@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from helpers.direction_masks.synthesis import MaskRules, apply_rules, gray, raw_masks
-from helpers.gans.base import Generator, to_uint8
+from helpers.gans.base import Generator, forward_chunk, to_uint8
 from helpers.segmentation.grabcut import grabcut_agreement
 
 
@@ -64,14 +64,16 @@ def _pixels(images: Tensor) -> Tensor:
 
 
 class _Renders:
-    """G(z) and its shifted twins for many shifts of the same latents, in batches (latent i always with noise
-    seed i); what every shift shares is computed once per batch (`Generator.shift_renderer`)."""
+    """G(z) and its shifted twins for many shifts of the same latents, in chunks (`forward_chunk`; latent i always
+    with noise seed ``first_seed + i``); what every shift shares is computed once per chunk
+    (`Generator.shift_renderer`)."""
 
     @torch.no_grad()
-    def __init__(self, G: Generator, z: Tensor, batch_size: int = 64):
+    def __init__(self, G: Generator, z: Tensor, first_seed: int = 0):
+        chunk = forward_chunk(G, len(z))
         self.renderers = [
-            G.shift_renderer(z[i : i + batch_size], list(range(i, min(i + batch_size, len(z)))))
-            for i in range(0, len(z), batch_size)
+            G.shift_renderer(z[i : i + chunk], list(range(first_seed + i, first_seed + min(i + chunk, len(z)))))
+            for i in range(0, len(z), chunk)
         ]
 
     @torch.no_grad()
@@ -154,6 +156,37 @@ def orient(masks: Tensor, delta_gray: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 @torch.no_grad()
+def _latents(G: Generator, n: int, seed: int) -> Tensor:
+    """The ``n`` scoring latents of ``seed`` (the first m of them are those of m latents)."""
+    return torch.randn(n, G.dim_z, generator=torch.Generator().manual_seed(seed)).to(G.device)
+
+
+def _consistency_tally(
+    G: Generator, shifts: Tensor, z: Tensor, first_seed: int = 0, progress: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Per shift: the sum of the kept masks' GrabCut agreements and their number, on latents ``z`` whose noise
+    seeds start at ``first_seed`` (latent i of the full set has seed i)."""
+    G = G.eval()
+    renders = _Renders(G, z, first_seed=first_seed)
+    base = renders()
+    images = to_uint8(base)
+    rules = MaskRules()
+    total, kept = torch.zeros(len(shifts), dtype=torch.float64), torch.zeros(len(shifts), dtype=torch.int64)
+    for d, shift in enumerate(tqdm(shifts.to(G.device), desc="image consistency", disable=not progress)):
+        result = apply_rules(base, renders(shift), rules)
+        keep = result.keep.cpu().numpy()
+        kept[d] = int(keep.sum())
+        if keep.any():
+            _, agreement = grabcut_agreement(images[keep], result.masks.bool().cpu().numpy()[keep])
+            total[d] = float(agreement.astype(np.float64).sum())
+    return total, kept
+
+
+def _consistency(total: Tensor, kept: Tensor) -> Tensor:
+    """Mean agreement of the kept masks, 0 without any."""
+    return torch.where(kept > 0, total / kept.clamp_min(1), 0.0).float()
+
+
 def image_consistency(
     G: Generator, shifts: Tensor, n_latents: int = 64, seed: int = 0, progress: bool = False
 ) -> tuple[Tensor, Tensor]:
@@ -165,21 +198,8 @@ def image_consistency(
     direction with no kept mask). An object/background direction gives masks that follow the image; a
     texture, highlight or layout change gives masks that GrabCut moves.
     """
-    G = G.eval()
-    z = torch.randn(n_latents, G.dim_z, generator=torch.Generator().manual_seed(seed)).to(G.device)
-    renders = _Renders(G, z)
-    base = renders()
-    images = to_uint8(base)
-    rules = MaskRules()
-    consistency, kept = torch.zeros(len(shifts)), torch.zeros(len(shifts))
-    for d, shift in enumerate(tqdm(shifts.to(G.device), desc="image consistency", disable=not progress)):
-        result = apply_rules(base, renders(shift), rules)
-        keep = result.keep.cpu().numpy()
-        kept[d] = float(keep.mean())
-        if keep.any():
-            _, agreement = grabcut_agreement(images[keep], result.masks.bool().cpu().numpy()[keep])
-            consistency[d] = float(agreement.mean())
-    return consistency, kept
+    total, kept = _consistency_tally(G, shifts, _latents(G, n_latents, seed), progress=progress)
+    return _consistency(total, kept), kept.float() / n_latents
 
 
 RANKINGS = ("relative", "consistency")
@@ -196,6 +216,8 @@ def rank_directions(
     consistency_latents: int = 256,
     seed: int = 0,
     progress: bool = False,
+    consistency_screen: int = 0,
+    screen_margin: float = 0.15,
     **score_kwargs: Any,
 ) -> list[dict[str, float]]:
     """Scores unit ``directions`` [K, dim_z] at ``magnitude`` and ranks them, best background direction first.
@@ -206,7 +228,10 @@ def rank_directions(
     with `image_consistency` on ``consistency_latents`` latents and ranks the plausible ones whose masks
     pass the filters at least ``min_kept`` of the time by consistency (higher first). Consistency is a mean
     over the kept masks, whose IoUs spread widely, so it needs a few hundred latents to rank by
-    (docs/direction_masks.md#image-consistency).
+    (docs/direction_masks.md#image-consistency). With ``0 < consistency_screen < consistency_latents`` every
+    candidate is first scored on the first ``consistency_screen`` latents, and only the candidates that pass the
+    filters and come within ``screen_margin`` of the best such screened score go on to all the latents (their
+    scores are then those of the full computation); each row's ``consistency_latents`` says how many it got.
     ``seed`` draws the latents of both scores; ``score_kwargs`` go to `two_map_scores`.
     """
     if by not in RANKINGS:
@@ -228,11 +253,25 @@ def rank_directions(
     ]
     if by == "relative":
         return sorted(rows, key=lambda r: (not r["plausible"], r["relative"]))
-    consistency, kept = image_consistency(
-        G, magnitude * sign[:, None].to(directions) * directions, consistency_latents, seed, progress
-    )
-    for row, c, k in zip(rows, consistency.tolist(), kept.tolist()):
-        row.update(consistency=c, kept=k, plausible=row["plausible"] and k >= min_kept)
+    shifts = magnitude * sign[:, None].to(directions) * directions
+    z = _latents(G, consistency_latents, seed)
+    screen = consistency_screen if 0 < consistency_screen < consistency_latents else consistency_latents
+    total, kept = _consistency_tally(G, shifts, z[:screen], progress=progress)
+    latents = torch.full((len(shifts),), screen)
+    if screen < consistency_latents:
+        plausible = torch.tensor([r["plausible"] for r in rows]) & (kept >= min_kept * screen)
+        screened = _consistency(total, kept)
+        best = screened[plausible].max() if plausible.any() else screened.max()
+        finalists = torch.nonzero(plausible & (screened >= best - screen_margin)).flatten()
+        more_total, more_kept = _consistency_tally(
+            G, shifts[finalists], z[screen:], first_seed=screen, progress=progress
+        )
+        total[finalists] += more_total
+        kept[finalists] += more_kept
+        latents[finalists] = consistency_latents
+    consistency, kept_fraction = _consistency(total, kept), kept.double() / latents
+    for row, c, k, n in zip(rows, consistency.tolist(), kept_fraction.tolist(), latents.tolist()):
+        row.update(consistency=c, kept=k, consistency_latents=n, plausible=row["plausible"] and k >= min_kept)
     return sorted(rows, key=lambda r: (not r["plausible"], -r["consistency"], -r["kept"]))
 
 

@@ -38,14 +38,27 @@ def upfirdn2d(x: Tensor, kernel: Tensor, up: int, pad: tuple[int, int]) -> Tenso
     n, c, h, w = x.shape
     if up > 1:
         x = F.pad(x.reshape(n, c, h, 1, w, 1), [0, up - 1, 0, 0, 0, up - 1]).reshape(n, c, h * up, w * up)
-    x = F.pad(x, [pad[0], pad[1], pad[0], pad[1]])
     weight = kernel.flip(0, 1).to(x.dtype).expand(c, 1, *kernel.shape)
-    return F.conv2d(x, weight, groups=c)
+    if pad[0] == pad[1] >= 0:  # symmetric zero padding: the convolution's own, without a padded copy
+        return F.conv2d(x, weight, padding=pad[0], groups=c)
+    return F.conv2d(F.pad(x, [pad[0], pad[1], pad[0], pad[1]]), weight, groups=c)
+
+
+def _in_place(x: Tensor) -> bool:
+    """Whether ops may overwrite ``x``, a fresh intermediate: when no gradient is recorded for it."""
+    return not (torch.is_grad_enabled() and x.requires_grad)
 
 
 def bias_leaky_relu(x: Tensor, bias: Tensor) -> Tensor:
     """The fused bias + leaky ReLU(0.2) · √2 op: bias broadcast over dim 1."""
     return F.leaky_relu(x + bias.view(1, -1, *[1] * (x.dim() - 2)), 0.2) * SQRT2
+
+
+def _bias_leaky_relu_(x: Tensor, bias: Tensor) -> Tensor:
+    """`bias_leaky_relu` overwriting x (same ops, same result, no new buffers) where `_in_place` allows it."""
+    if not _in_place(x):
+        return bias_leaky_relu(x, bias)
+    return F.leaky_relu_(x.add_(bias.view(1, -1, *[1] * (x.dim() - 2))), 0.2).mul_(SQRT2)
 
 
 class SynthesisTrunk(NamedTuple):
@@ -144,7 +157,8 @@ class ModulatedConv(nn.Module):
         else:
             x = F.conv2d(x, weight, padding=weight.shape[-1] // 2)
         if self.demodulate:
-            x = x * torch.rsqrt(s.square() @ weight.square().sum((2, 3)).T + 1e-8)[:, :, None, None]
+            d = torch.rsqrt(s.square() @ weight.square().sum((2, 3)).T + 1e-8)[:, :, None, None]
+            x = x.mul_(d) if _in_place(x) and not d.requires_grad else x * d
         return x
 
 
@@ -156,6 +170,8 @@ class AddNoise(nn.Module):
         self.scale_factors = nn.Parameter(torch.zeros(1, 1, 1, 1))
 
     def forward(self, x: Tensor, noise: Tensor) -> Tensor:
+        if _in_place(x) and not self.scale_factors.requires_grad:
+            return x.add_(self.scale_factors * noise)
         return x + self.scale_factors * noise
 
 
@@ -167,7 +183,9 @@ class BiasAct(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        return bias_leaky_relu(x, self.bias)
+        if self.bias.requires_grad and torch.is_grad_enabled():
+            return bias_leaky_relu(x, self.bias)
+        return _bias_leaky_relu_(x, self.bias)
 
 
 class Bias(nn.Module):

@@ -51,3 +51,17 @@ def test_consistency_ranking_prefers_masks_that_follow_the_image(toy_generator):
     assert flipped[0]["consistency"] == pytest.approx(rows[0]["consistency"])  # scored in its oriented form
     with pytest.raises(ValueError, match="by must be one of"):
         rank_directions(G, torch.eye(4), 4.0, by="contrast")
+
+
+def test_screened_consistency_scores_the_finalists_as_the_full_ranking(toy_generator):
+    G = toy_generator
+    kwargs = dict(by="consistency", n_latents=16, train_steps=150, consistency_latents=32)
+    full = {r["index"]: r for r in rank_directions(G, torch.eye(4), 4.0, **kwargs)}
+    screened = rank_directions(G, torch.eye(4), 4.0, consistency_screen=8, screen_margin=0.1, **kwargs)
+    assert screened[0]["index"] == 0 and screened[0]["consistency_latents"] == 32
+    for row in screened:
+        if row["consistency_latents"] == 32:  # a finalist: scored on every latent, as without the screen
+            assert row["consistency"] == pytest.approx(full[row["index"]]["consistency"], abs=1e-6)
+            assert row["kept"] == pytest.approx(full[row["index"]]["kept"])
+    assert {r["consistency_latents"] for r in screened} == {8, 32}  # the stripes are screened out
+    assert all(r["consistency_latents"] == 32 for r in full.values())
