@@ -7,7 +7,7 @@ stage resumes when interrupted, is reused when complete, and other settings make
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -71,32 +71,22 @@ class ProjectionPipeline:
     shard_size: int = 1000
     device: str | torch.device = "cpu"
 
-    def run(
-        self,
-        samples: list[LabelledLatent],
-        n_synthetic: int,
-        steps: int | None = None,
-        refiner_members: int | None = None,
-    ) -> ProjectionRun:
+    def run(self, samples: list[LabelledLatent], n_synthetic: int, steps: int | None = None) -> ProjectionRun:
         """Decoder (and refiner, from two annotations on) fitted on ``samples``, ``n_synthetic`` generated pairs,
-        and a U-Net trained on them for ``steps`` steps (default: the recipe's); ``refiner_members`` overrides the
-        refiner's ensemble size (the learning curve's smaller runs). Seeds torch's global RNG with the recipe's
-        seed before building the U-Net, so its initial weights depend on the seed alone."""
+        and a U-Net trained on them for ``steps`` steps (default: the recipe's). Seeds torch's global RNG with the
+        recipe's seed before building the U-Net, so its initial weights depend on the seed alone."""
         steps = self.unet.steps if steps is None else steps
         seed = self.unet.seed
         tag = f"k{len(samples)}_{samples_fingerprint(samples)[:10]}_{settings_tag(self.fit_config)}"
         fitted = fit(self.generator, samples, self.out / "decoders" / tag, self.fit_config)
         refiner = None
-        refiner_config = self.refiner_config
-        if refiner_members is not None:
-            refiner_config = replace(refiner_config, members=refiner_members)
-        if refiner_config.steps > 0 and len(samples) >= 2:  # held-out predictions need two annotations
+        if self.refiner_config.steps > 0 and len(samples) >= 2:  # held-out predictions need two annotations
             refiner = fit_refiner(
                 self.generator,
                 samples,
-                self.out / "refiners" / f"{tag}_{settings_tag(refiner_config)}",
+                self.out / "refiners" / f"{tag}_{settings_tag(self.refiner_config)}",
                 self.fit_config,
-                refiner_config,
+                self.refiner_config,
                 self.device,
             )
         data_tag = f"{tag}_n{n_synthetic}" + (f"_r{refiner.fingerprint[:8]}" if refiner else "")

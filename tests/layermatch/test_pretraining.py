@@ -157,7 +157,7 @@ def test_layer_normaliser_is_the_variance_on_the_fixed_batch(tmp_path):
     with torch.no_grad():
         features = G.features(z, **kwargs)
         terms = trainer.losses(z, kwargs, features)
-        predictions = trainer.net(features["image"])
+        predictions = trainer.run_net(features["image"])  # under the trainer's autocast
         rebuilt = G.synthesis_from("res8", predictions["res8"], z, **kwargs)
     total = terms["rec"]
     for name in config.layers:
