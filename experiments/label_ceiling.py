@@ -40,7 +40,7 @@ from helpers.segmentation import (
     evaluate_labels,
 )
 from helpers.semantic_projection.annotations import AnnotationStore
-from helpers.semantic_projection.dataset import draw_inputs, synthetic_batch_fn
+from helpers.semantic_projection.dataset import SyntheticBatches, draw_inputs
 from helpers.semantic_projection.decoder import SemanticDecoder, generate_images
 from helpers.semantic_projection.fitting import FitConfig, fit
 from helpers.semantic_projection.simulated_annotator import CLASSES, train_labeller
@@ -65,7 +65,7 @@ def labelled_by_decoder(
     G: Generator, decoder: SemanticDecoder, z: np.ndarray, seeds: list[int] | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Generated uint8 images and the decoder's arg-max classes for them: notebook 05's synthetic pairs."""
-    pairs = synthetic_batch_fn(G, decoder, len(z), BATCH, latents=z, noise_seeds=seeds)(0, len(z))
+    pairs = SyntheticBatches(G, decoder, len(z), BATCH, latents=z, noise_seeds=seeds)(0, len(z))
     return pairs["images"], pairs["masks"]
 
 

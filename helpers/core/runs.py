@@ -21,6 +21,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from helpers.core import distributed
 from helpers.core.io import atomic_path, json_default, load_checkpoint, read_jsonl, save_torch, write_json
 
 CHECKPOINT = "checkpoint.pt"
@@ -53,8 +54,11 @@ class RunFolder:
         return self.checkpoint_path.exists()
 
     def save(self, state: Mapping[str, Any]) -> Path:
-        """Writes the checkpoint atomically: an interrupted save leaves the previous one intact."""
-        return save_torch(dict(state), self.checkpoint_path)
+        """Writes the checkpoint atomically: an interrupted save leaves the previous one intact. Under torchrun
+        only rank 0 writes (the ranks hold the same state)."""
+        if distributed.is_main():
+            save_torch(dict(state), self.checkpoint_path)
+        return self.checkpoint_path
 
     def _fixed(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in settings.items() if k not in self.resumable}
@@ -87,7 +91,11 @@ class RunFolder:
 
     @contextmanager
     def log(self) -> Iterator[Callable[[Mapping[str, Any]], None]]:
-        """A writer of log rows for the block: each row is appended as one JSON line and flushed."""
+        """A writer of log rows for the block: each row is appended as one JSON line and flushed (by rank 0 only
+        under torchrun)."""
+        if not distributed.is_main():
+            yield lambda row: None
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "a") as handle:
 
@@ -102,8 +110,8 @@ class RunFolder:
         return read_jsonl(self.log_path)
 
     def truncate_log(self, step: int) -> None:
-        """Drops log rows written after ``step``, the step of the checkpoint being resumed."""
-        if self.log_path.exists():
+        """Drops log rows written after ``step``, the step of the checkpoint being resumed (rank 0's task)."""
+        if self.log_path.exists() and distributed.is_main():
             kept = [
                 line for line in self.log_path.read_text().splitlines() if line and json.loads(line)["step"] <= step
             ]

@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
+from helpers.core import distributed
 from helpers.core.io import atomic_path
 from helpers.core.runs import claim_record
 
@@ -107,22 +108,27 @@ def write_shards(
 
     ``attrs`` (JSON-serialisable) records how the pairs are made, e.g. generator, direction and seed; a
     folder whose manifest disagrees with ``n_total``, ``shard_size`` or ``attrs`` is refused, since its
-    shards would mix two datasets.
+    shards would mix two datasets. Under torchrun each rank writes every world_size-th missing shard (rank 0
+    claims the manifest first) and all return once the folder is complete: the same files as one process writes.
     """
     folder = Path(folder)
     wanted = _manifest(n_total, shard_size, attrs or {})
-    claim_record(
-        folder / MANIFEST,
-        wanted,
-        lambda found: (
-            f"shard folder {folder} holds a different dataset; use a new folder or the same "
-            f"settings.\n  manifest:  {found}\n  requested: {wanted}"
-        ),
-    )
-    counts = shard_counts(n_total, shard_size)
-    todo = [i for i, n in enumerate(counts) if not _is_complete(shard_path(folder, i), n)]
-    for i in tqdm(todo, desc=f"writing shards to {folder.name}", disable=not progress):
+    with distributed.main_first():
+        claim_record(
+            folder / MANIFEST,
+            wanted,
+            lambda found: (
+                f"shard folder {folder} holds a different dataset; use a new folder or the same "
+                f"settings.\n  manifest:  {found}\n  requested: {wanted}"
+            ),
+        )
+        counts = shard_counts(n_total, shard_size)
+        todo = [i for i, n in enumerate(counts) if not _is_complete(shard_path(folder, i), n)]
+    distributed.barrier()  # every rank has the same list before any shard is written
+    mine = distributed.my_part(todo)
+    for i in tqdm(mine, desc=f"writing shards to {folder.name}", disable=not (progress and distributed.is_main())):
         _write_shard(shard_path(folder, i), _check_batch(make_batch(i, counts[i]), counts[i], i), i)
+    distributed.barrier()
     return folder
 
 

@@ -6,6 +6,11 @@ folder: ``checkpoint.pt`` ({model, opt, scheduler, scaler, step, settings, model
 atomically every ``checkpoint_every`` steps and when training stops, interruptions included) and
 ``log.jsonl`` (mean loss and lr every ``log_every`` steps, validation results every ``validate_every``).
 A new `SegmentationTrainer` on the same folder resumes where the last one stopped.
+
+Under torchrun the trainer is data-parallel (DistributedDataParallel, batch norm synchronised over the ranks): the
+source still gives the global batch of each step, each rank trains on its contiguous slice, and the loss is
+normalised by the global batch's labelled pixels, so N processes take the same steps as one process would
+(docs/distributed.md). Rank 0 writes the checkpoint and the log; every rank resumes from the same checkpoint.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from helpers.core import distributed
 from helpers.core.io import save_torch
 from helpers.core.runs import RunFolder, deadline
 from helpers.core.runtime import AMP_MODES, amp_dtype, autocast
@@ -91,6 +98,11 @@ class SegmentationTrainer:
         # channels-last: cuDNN's fastest convolutions under autocast; oneDNN's small CPU convolutions about 1.5x faster
         self.memory_format = torch.channels_last
         self.model.to(memory_format=self.memory_format)
+        self.net: nn.Module = self.model  # what the step runs: the model, or its DistributedDataParallel wrapper
+        if distributed.active():
+            self.model = distributed.sync_batch_norm(self.model)
+            on_gpu = self.device.type == "cuda"
+            self.net = DistributedDataParallel(self.model, device_ids=[self.device] if on_gpu else None)
         self.amp_dtype = amp_dtype(self.settings.amp, self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=self.settings.lr)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.opt, self.settings.lr_step, self.settings.lr_gamma)
@@ -150,12 +162,23 @@ class SegmentationTrainer:
             raise ValueError(
                 f"a batch must be x [B, C, H, W] and y [B, H, W]; got {tuple(x.shape)} and {tuple(y.shape)}"
             )
+        ranks = distributed.world_size()
+        if ranks > 1:  # this rank's slice of the global batch, and the global batch's labelled pixel count
+            if x.shape[0] < ranks:
+                raise ValueError(f"a global batch of {x.shape[0]} cannot be split over {ranks} processes")
+            ignore = self.settings.ignore_index
+            labelled = y.numel() if ignore is None else int((y != ignore).sum())
+            x, y = x.chunk(ranks)[distributed.rank()], y.chunk(ranks)[distributed.rank()]
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True).long()
         x = x.contiguous(memory_format=self.memory_format)
-        self.model.train()
+        self.net.train()
         with autocast(self.amp_dtype, self.device):
-            logits = self.model(x)
-        loss = _loss(logits, y, self.settings.ignore_index)
+            logits = self.net(x)
+        if ranks > 1:  # DDP averages the ranks' gradients: ranks x (slice sum / global count) gives one process's
+            ignore = -100 if self.settings.ignore_index is None else self.settings.ignore_index
+            loss = F.cross_entropy(logits.float(), y, ignore_index=ignore, reduction="sum") * ranks / max(labelled, 1)
+        else:
+            loss = _loss(logits, y, self.settings.ignore_index)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
@@ -186,24 +209,30 @@ class SegmentationTrainer:
         ``source`` gives batches (see `batch_function`) whose first two items are (x, y); further items,
         such as the latents of a synthesized batch, are ignored. ``validation(model)`` runs every
         ``validate_every`` steps and at the last step, and its results are logged with a ``val_`` prefix.
+        Under torchrun every rank calls it with the same source; the logged loss is the global batch's.
         """
         settings = self.settings
         steps = settings.steps if steps is None else steps
         next_batch = batch_function(source)
         stop_at = deadline(max_minutes)
-        bar = tqdm(total=steps, initial=self.step, desc=f"training {type(self.model).__name__}", disable=not progress)
+        bar = tqdm(
+            total=steps,
+            initial=self.step,
+            desc=f"training {type(self.model).__name__}",
+            disable=not (progress and distributed.is_main()),
+        )
         losses: list[float] = []
         saved_at = self.step
         try:
             with self.run.log() as log:
-                while self.step < steps and time.monotonic() < stop_at:
+                while self.step < steps and not self._out_of_time(stop_at):
                     lr = self.scheduler.get_last_lr()[0]  # the rate this update uses
                     batch = next_batch(self.step)
                     losses.append(self.train_step(batch[0], batch[1]))
                     bar.update(1)
                     bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
                     if self.step % settings.log_every == 0:
-                        log({"step": self.step, "loss": sum(losses) / len(losses), "lr": lr})
+                        log({"step": self.step, "loss": distributed.all_mean(sum(losses) / len(losses)), "lr": lr})
                         losses.clear()
                     if validation is not None and (self.step % settings.validate_every == 0 or self.step == steps):
                         results = self.validate(validation)
@@ -216,10 +245,28 @@ class SegmentationTrainer:
             bar.close()
             if self.step != saved_at or not self.run.has_checkpoint():
                 self.save_checkpoint()
+        distributed.barrier()  # the checkpoint is there for every rank
         return self.step
+
+    def _out_of_time(self, stop_at: float) -> bool:
+        """Whether the time limit is reached; under torchrun the ranks stop together (any rank's clock)."""
+        late = time.monotonic() >= stop_at
+        if not distributed.active() or stop_at == float("inf"):
+            return late
+        flag = torch.tensor([float(late)], device=distributed.device())
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
 
     def export(self, path: str | Path) -> Path:
         """Writes the model's state dict (CPU tensors) atomically, like the reference ``segmentation.pth``."""
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         save_torch(state, path)
         return Path(path)
+
+
+def train_job(
+    run_dir: str | Path, model: nn.Module, settings: SegmentationSettings, source: BatchSource, **train: Any
+) -> int:
+    """Trains ``model`` in ``run_dir`` on this rank's device: a training step a notebook hands to several processes
+    with `helpers.core.distributed.launch` (``functools.partial(train_job, ...)``); ``train`` goes to `train`."""
+    return SegmentationTrainer(run_dir, model, settings, distributed.device()).train(source, **train)

@@ -10,7 +10,8 @@ probabilities.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,38 +47,42 @@ def _refined(refiner: LabelRefiner, pred: Prediction) -> np.ndarray:
     return labels.astype(np.uint8)
 
 
-def synthetic_batch_fn(
-    G: Generator,
-    decoder: SemanticDecoder,
-    shard_size: int,
-    batch_size: int = 16,
-    seed: int = 0,
-    truncation: float | None = None,
-    latents: np.ndarray | None = None,
-    noise_seeds: Sequence[int] | None = None,
-    refiner: LabelRefiner | None = None,
-) -> Callable[[int, int], dict[str, np.ndarray]]:
+@dataclass
+class SyntheticBatches:
     """``make_batch(shard_index, n)`` for write_shards: images, predicted masks, z, noise_seed, truncation.
 
     Sample i (= shard_index * shard_size + row) uses ``latents[i]`` (and ``noise_seeds[i]`` when given) or
     inputs drawn from (seed, i), so each shard depends only on its index. Features are computed batch by
     batch and dropped. Masks are the decoder's arg-max, or ``refiner(images, probs)`` when one is given.
-    ``noise_seed`` is -1 and ``truncation`` NaN where the generator takes none.
+    ``noise_seed`` is -1 and ``truncation`` NaN where the generator takes none. A plain object, so that it
+    can be handed to other processes (`helpers.core.distributed.launch`).
     """
 
-    def make_batch(shard_index: int, n: int) -> dict[str, np.ndarray]:
-        indices = list(range(shard_index * shard_size, shard_index * shard_size + n))
-        z, seeds = draw_inputs(G, seed, indices)
-        if latents is not None:
-            z = np.asarray(latents[indices[0] : indices[-1] + 1], dtype=np.float32)
-        if noise_seeds is not None and seeds is not None:
-            seeds = [int(s) for s in noise_seeds[indices[0] : indices[-1] + 1]]
+    G: Generator
+    decoder: SemanticDecoder
+    shard_size: int
+    batch_size: int = 16
+    seed: int = 0
+    truncation: float | None = None
+    latents: np.ndarray | None = None
+    noise_seeds: Sequence[int] | None = None
+    refiner: LabelRefiner | None = None
+
+    def __call__(self, shard_index: int, n: int) -> dict[str, np.ndarray]:
+        """The ``n`` samples of shard ``shard_index``."""
+        G, truncation = self.G, self.truncation
+        indices = list(range(shard_index * self.shard_size, shard_index * self.shard_size + n))
+        z, seeds = draw_inputs(G, self.seed, indices)
+        if self.latents is not None:
+            z = np.asarray(self.latents[indices[0] : indices[-1] + 1], dtype=np.float32)
+        if self.noise_seeds is not None and seeds is not None:
+            seeds = [int(s) for s in self.noise_seeds[indices[0] : indices[-1] + 1]]
         images, masks = [], []
-        for start in range(0, n, batch_size):
-            part = slice(start, start + batch_size)
-            pred = predict(G, decoder, z[part], None if seeds is None else seeds[part], truncation)
+        for start in range(0, n, self.batch_size):
+            part = slice(start, start + self.batch_size)
+            pred = predict(G, self.decoder, z[part], None if seeds is None else seeds[part], truncation)
             images.append(pred.images)
-            masks.append(pred.labels if refiner is None else _refined(refiner, pred))
+            masks.append(pred.labels if self.refiner is None else _refined(self.refiner, pred))
         return {
             "images": np.concatenate(images),
             "masks": np.concatenate(masks),
@@ -85,8 +90,6 @@ def synthetic_batch_fn(
             "noise_seed": np.asarray(seeds if seeds is not None else [-1] * n, dtype=np.int64),
             "truncation": np.full(n, np.nan if truncation is None else truncation, dtype=np.float32),
         }
-
-    return make_batch
 
 
 def generate_dataset(
@@ -107,7 +110,7 @@ def generate_dataset(
     """Writes n_total synthetic (image, mask, z, noise seed) pairs as HDF5 shards; resumes an interrupted run.
 
     Inputs come from ``latents``/``noise_seeds`` (stored ones) or are drawn from ``seed``; masks from the
-    decoder or the ``refiner``; see synthetic_batch_fn. ``attrs`` (e.g. the generator and decoder files) go
+    decoder or the ``refiner``; see `SyntheticBatches`. ``attrs`` (e.g. the generator and decoder files) go
     into the shard manifest with the sampling settings and the refiner's fingerprint, so a folder made with
     other settings is refused.
     """
@@ -115,7 +118,7 @@ def generate_dataset(
         raise ValueError(f"{len(latents)} latents for {n_total} samples")
     if noise_seeds is not None and len(noise_seeds) < n_total:
         raise ValueError(f"{len(noise_seeds)} noise seeds for {n_total} samples")
-    make_batch = synthetic_batch_fn(G, decoder, shard_size, batch_size, seed, truncation, latents, noise_seeds, refiner)
+    make_batch = SyntheticBatches(G, decoder, shard_size, batch_size, seed, truncation, latents, noise_seeds, refiner)
     source = "latents" if latents is not None else f"seed {seed}"
     settings = {
         "source": "semantic projection",

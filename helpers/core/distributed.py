@@ -1,0 +1,202 @@
+"""Several processes, one job: torch.distributed under ``torchrun``, and how a notebook launches it.
+
+Every helper that splits work across processes asks this module for its rank and world size; outside torchrun
+(no process group) the world is one process and each helper does what it always did. Ranks talk through
+torch.distributed: NCCL between GPUs, gloo between CPU processes (the tests' setting).
+
+A notebook (one process) hands a heavy step to ``GPUS`` processes with `launch`: the step, a picklable callable
+with its arguments, is saved as a job file with ``torch.save``, and ``torchrun --nproc-per-node GPUS -m
+helpers.core.distributed JOB`` runs it on every rank; loading maps the job's tensors onto each rank's device.
+The steps write into resumable folders, so the notebook's own call afterwards finds them complete and loads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+import torch.distributed._functional_collectives as functional_collectives
+from torch import Tensor, nn
+
+from helpers.core.io import atomic_path
+
+T = TypeVar("T")
+
+
+def active() -> bool:
+    """Whether this process belongs to a process group of more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    """This process's rank (0 outside a process group)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    """The number of processes of the job (1 outside a process group)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    """Whether this process writes the job's shared files (checkpoints, logs, records): rank 0."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    """Waits until every rank gets here (nothing outside a process group)."""
+    if active():
+        dist.barrier()
+
+
+@contextmanager
+def main_first() -> Iterator[None]:
+    """Rank 0 runs the block before the others do, e.g. to claim a folder's record that the others then check."""
+    if not is_main():
+        barrier()
+    try:
+        yield
+    finally:
+        if is_main():
+            barrier()
+
+
+def my_part(items: Sequence[T]) -> list[T]:
+    """This rank's share of ``items``: every world_size-th item from its rank on (all of them in one process)."""
+    return list(items[rank() :: world_size()])
+
+
+def all_mean(value: float) -> float:
+    """The mean of a float over the ranks (the value itself in one process)."""
+    if not active():
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device())
+    dist.all_reduce(t)
+    return float(t.item()) / world_size()
+
+
+def device() -> torch.device:
+    """This rank's device: its GPU (LOCAL_RANK) in a NCCL group, else the CPU."""
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def init_from_env() -> None:
+    """Joins the process group torchrun describes in the environment (RANK, WORLD_SIZE, MASTER_ADDR, ...):
+    NCCL with one GPU per local rank when CUDA is present, else gloo."""
+    if dist.is_initialized():
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl", device_id=torch.device("cuda", torch.cuda.current_device()))
+    else:
+        dist.init_process_group("gloo")
+
+
+def _sum(t: Tensor) -> Tensor:
+    """The sum of ``t`` over the ranks, differentiable (its gradient is the sum of the ranks' gradients)."""
+    return functional_collectives.all_reduce(t, "sum", dist.group.WORLD).wait()
+
+
+class SyncBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are those of the global batch over all ranks, on any device.
+
+    torch.nn.SyncBatchNorm (used on GPUs) does not run on the CPU; this one all-reduces the per-channel sums
+    through the differentiable ``torch.distributed.nn`` collectives, so CPU processes (gloo) train exactly as
+    one process on the whole batch. Outside a process group, or in eval mode, it is BatchNorm2d.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.training and active()):
+            return super().forward(x)
+        dims, dtype, x = [0, 2, 3], x.dtype, x.float()  # statistics in float32, also under autocast
+        count = _sum(x.new_tensor([x.numel() / x.shape[1]]))
+        mean = _sum(x.sum(dims)) / count
+        centred = x - mean[None, :, None, None]
+        var = _sum(centred.square().sum(dims)) / count
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
+                unbiased = var.detach() * count / (count - 1)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), m)
+        out = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
+        if self.affine:
+            out = out * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return out.to(dtype)
+
+
+def sync_batch_norm(model: nn.Module) -> nn.Module:
+    """``model`` with every BatchNorm2d synchronised over the ranks (torch.nn.SyncBatchNorm on CUDA, else
+    `SyncBatchNorm2d`); the state dict keeps its keys and values."""
+    if any(p.is_cuda for p in model.parameters()):
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for name, child in model.named_modules():
+        for key, grandchild in list(child.named_children()):
+            if type(grandchild) is nn.BatchNorm2d:
+                synced = SyncBatchNorm2d(
+                    grandchild.num_features, grandchild.eps, grandchild.momentum, grandchild.affine
+                )
+                synced.load_state_dict(grandchild.state_dict())
+                setattr(child, key, synced)
+    return model
+
+
+def write_job(job: Callable[[], Any], folder: str | os.PathLike, nproc: int) -> list[str]:
+    """Saves ``job`` as ``folder/job.pt`` and returns the command that runs it on ``nproc`` local ranks."""
+    if nproc < 1:
+        raise ValueError(f"nproc must be at least 1; got {nproc}")
+    path = Path(folder).resolve() / "job.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(job, tmp)
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+        "-m", "helpers.core.distributed", str(path),
+    ]  # fmt: skip
+
+
+def launch(job: Callable[[], Any], nproc: int, folder: str | os.PathLike) -> None:
+    """Runs ``job()`` on ``nproc`` ranks of this machine through torchrun and waits for it.
+
+    ``job`` (e.g. a functools.partial of a module-level function) is saved as ``folder/job.pt``; each rank loads
+    it with its tensors on the rank's device and calls it. torchrun gives each rank one CPU thread unless
+    OMP_NUM_THREADS says otherwise. A failing rank fails the launch, with torchrun's output above the error.
+    """
+    command = write_job(job, folder, nproc)
+    result = subprocess.run(command, cwd=Path(__file__).resolve().parents[2])
+    if result.returncode:
+        raise RuntimeError(f"the {nproc}-process job {command[-1]} failed (exit status {result.returncode}); see above")
+
+
+def run_job(path: str | os.PathLike) -> Any:
+    """One rank's part of a launched job: joins the group, loads the job onto this rank's device, runs it."""
+    init_from_env()
+    try:
+        job = torch.load(path, map_location=device(), weights_only=False)  # written by `launch` on this machine
+        return job()
+    finally:
+        dist.destroy_process_group()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="torchrun --nproc-per-node N -m helpers.core.distributed",
+        description="Runs a job file written by helpers.core.distributed.launch on every rank.",
+    )
+    parser.add_argument("job", type=Path, help="the job.pt file")
+    run_job(parser.parse_args(argv).job)
+
+
+if __name__ == "__main__":
+    main()
