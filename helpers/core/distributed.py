@@ -83,6 +83,15 @@ def all_mean(value: float) -> float:
     return float(t.item()) / world_size()
 
 
+def all_sum(value: int) -> int:
+    """The sum of an integer over the ranks (the value itself in one process)."""
+    if not active():
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device())
+    dist.all_reduce(t)
+    return int(t.item())
+
+
 def device() -> torch.device:
     """This rank's device: its GPU (LOCAL_RANK) in a NCCL group, else the CPU."""
     if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
@@ -177,6 +186,18 @@ def launch(job: Callable[[], Any], nproc: int, folder: str | os.PathLike) -> Non
     result = subprocess.run(command, cwd=Path(__file__).resolve().parents[2])
     if result.returncode:
         raise RuntimeError(f"the {nproc}-process job {command[-1]} failed (exit status {result.returncode}); see above")
+
+
+def on_ranks(job: Callable[[], T], nproc: int, folder: str | os.PathLike) -> T:
+    """``job()`` in this process, after running it on ``nproc`` torchrun ranks first when ``nproc`` > 1.
+
+    For resumable steps (shards, training runs): the ranks do the work into the step's folders, and this process's
+    call then finds them complete and loads them, so a notebook gets the same objects either way. ``folder`` holds
+    the job file.
+    """
+    if nproc > 1:
+        launch(job, nproc, folder)
+    return job()
 
 
 def run_job(path: str | os.PathLike) -> Any:

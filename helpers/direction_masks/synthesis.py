@@ -377,9 +377,25 @@ class MaskSynthesizer:
     def batch_at(self, step: int, batch_size: int | None = None) -> SyntheticBatch:
         """The batch of training step ``step``, from latents seeded by (seed, step): a resumed run sees the same
         data."""
+        return self._seeded(self._seed() * 1_000_003 + step, batch_size)
+
+    def part(self, step: int, rank: int, world_size: int) -> tuple[Tensor, Tensor]:
+        """Rank ``rank``'s (images, masks) of training step ``step`` under torchrun: batch_size / world_size pairs
+        of its own, from latents seeded by (seed, step, rank, world_size), so each rank synthesises only its share
+        of the global batch (other latents than one process draws, from the same distribution)."""
+        if self.batch_size % world_size:
+            raise ValueError(f"a batch of {self.batch_size} cannot be split evenly over {world_size} processes")
+        seed = int(np.random.SeedSequence([self._seed(), step, rank, world_size]).generate_state(1)[0])
+        images, masks, _ = self._seeded(seed, self.batch_size // world_size)
+        return images, masks
+
+    def _seed(self) -> int:
         if self.seed is None:
-            raise ValueError("batch_at needs a synthesizer created with an integer seed (rng=<int>)")
-        saved, self.rng = self.rng, torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+            raise ValueError("repeatable batches need a synthesizer created with an integer seed (rng=<int>)")
+        return self.seed
+
+    def _seeded(self, seed: int, batch_size: int | None) -> SyntheticBatch:
+        saved, self.rng = self.rng, torch.Generator().manual_seed(seed)
         try:
             return self.batch(batch_size)
         finally:

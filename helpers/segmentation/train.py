@@ -156,29 +156,31 @@ class SegmentationTrainer:
         torch.set_rng_state(state["rng"])
         self.step = state["step"]
 
-    def train_step(self, x: Tensor, y: Tensor) -> float:
-        """One Adam update on batch (x, y) and one scheduler step; returns the loss."""
+    def train_step(self, x: Tensor, y: Tensor, whole_batch: bool = True) -> float:
+        """One Adam update on batch (x, y) and one scheduler step; returns the loss. Under torchrun (x, y) is the
+        global batch, of which this rank takes its slice, or with ``whole_batch=False`` this rank's own part."""
         if x.ndim != 4 or y.shape != (x.shape[0], *x.shape[2:]):
             raise ValueError(
                 f"a batch must be x [B, C, H, W] and y [B, H, W]; got {tuple(x.shape)} and {tuple(y.shape)}"
             )
-        ranks = distributed.world_size()
-        if ranks > 1:  # this rank's slice of the global batch, and the global batch's labelled pixel count
+        ranks, ignore = distributed.world_size(), self.settings.ignore_index
+        if ranks > 1 and whole_batch:
             if x.shape[0] < ranks:
                 raise ValueError(f"a global batch of {x.shape[0]} cannot be split over {ranks} processes")
-            ignore = self.settings.ignore_index
             labelled = y.numel() if ignore is None else int((y != ignore).sum())
             x, y = x.chunk(ranks)[distributed.rank()], y.chunk(ranks)[distributed.rank()]
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True).long()
         x = x.contiguous(memory_format=self.memory_format)
+        if ranks > 1 and not whole_batch:
+            labelled = distributed.all_sum(y.numel() if ignore is None else int((y != ignore).sum()))
         self.net.train()
         with autocast(self.amp_dtype, self.device):
             logits = self.net(x)
         if ranks > 1:  # DDP averages the ranks' gradients: ranks x (slice sum / global count) gives one process's
-            ignore = -100 if self.settings.ignore_index is None else self.settings.ignore_index
-            loss = F.cross_entropy(logits.float(), y, ignore_index=ignore, reduction="sum") * ranks / max(labelled, 1)
+            ignored = -100 if ignore is None else ignore
+            loss = F.cross_entropy(logits.float(), y, ignore_index=ignored, reduction="sum") * ranks / max(labelled, 1)
         else:
-            loss = _loss(logits, y, self.settings.ignore_index)
+            loss = _loss(logits, y, ignore)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
@@ -209,11 +211,18 @@ class SegmentationTrainer:
         ``source`` gives batches (see `batch_function`) whose first two items are (x, y); further items,
         such as the latents of a synthesized batch, are ignored. ``validation(model)`` runs every
         ``validate_every`` steps and at the last step, and its results are logged with a ``val_`` prefix.
-        Under torchrun every rank calls it with the same source; the logged loss is the global batch's.
+        Under torchrun every rank calls it with the same source and the logged loss is the global batch's; a
+        source with a ``part(step, rank, world_size)`` method (the on-the-fly mask synthesizer) gives each rank
+        its own part instead of the global batch.
         """
         settings = self.settings
         steps = settings.steps if steps is None else steps
-        next_batch = batch_function(source)
+        parts = distributed.active() and hasattr(source, "part")
+        if parts:
+            rank, ranks = distributed.rank(), distributed.world_size()
+            next_batch = lambda step: source.part(step, rank, ranks)  # noqa: E731
+        else:
+            next_batch = batch_function(source)
         stop_at = deadline(max_minutes)
         bar = tqdm(
             total=steps,
@@ -228,7 +237,7 @@ class SegmentationTrainer:
                 while self.step < steps and not self._out_of_time(stop_at):
                     lr = self.scheduler.get_last_lr()[0]  # the rate this update uses
                     batch = next_batch(self.step)
-                    losses.append(self.train_step(batch[0], batch[1]))
+                    losses.append(self.train_step(batch[0], batch[1], whole_batch=not parts))
                     bar.update(1)
                     bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
                     if self.step % settings.log_every == 0:
@@ -265,8 +274,15 @@ class SegmentationTrainer:
 
 
 def train_job(
-    run_dir: str | Path, model: nn.Module, settings: SegmentationSettings, source: BatchSource, **train: Any
-) -> int:
-    """Trains ``model`` in ``run_dir`` on this rank's device: a training step a notebook hands to several processes
-    with `helpers.core.distributed.launch` (``functools.partial(train_job, ...)``); ``train`` goes to `train`."""
-    return SegmentationTrainer(run_dir, model, settings, distributed.device()).train(source, **train)
+    run_dir: str | Path,
+    model: nn.Module,
+    settings: SegmentationSettings,
+    source: BatchSource,
+    device: torch.device | str = "cpu",
+    **train: Any,
+) -> SegmentationTrainer:
+    """``model`` trained in ``run_dir``, as a job `helpers.core.distributed.on_ranks` can hand to several processes
+    (each uses its own device there, ``device`` in one process); ``train`` goes to `SegmentationTrainer.train`."""
+    trainer = SegmentationTrainer(run_dir, model, settings, distributed.device() if distributed.active() else device)
+    trainer.train(source, **train)
+    return trainer

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from helpers.core import distributed
+from helpers.direction_masks.synthesis import MaskSynthesizer
 from helpers.gans import load
 from helpers.segmentation import ArrayBatches, SegmentationSettings, SegmentationTrainer, UNet
 from helpers.segmentation.shards import shard_path
@@ -120,3 +121,37 @@ def test_one_process_is_the_whole_world():
     assert not distributed.active() and distributed.rank() == 0 and distributed.world_size() == 1
     assert distributed.my_part([1, 2, 3]) == [1, 2, 3] and distributed.all_mean(2.5) == 2.5
     assert distributed.device() == torch.device("cpu")
+
+
+def _synthesizer():
+    G = load("default-biggan")
+    direction = torch.nn.functional.normalize(torch.randn(G.dim_z, generator=torch.Generator().manual_seed(0)), dim=0)
+    return MaskSynthesizer(
+        G, direction, max_fraction=1.0, maxes_filter=False, connected_components=False, batch_size=4, rng=0
+    )
+
+
+def test_on_the_fly_synthesis_gives_each_rank_its_part(tmp_path):
+    synth = _synthesizer()
+    a, b = synth.part(5, 0, 2), synth.part(5, 1, 2)
+    assert a[0].shape[0] == b[0].shape[0] == 2 and not torch.equal(a[0], b[0])
+    torch.testing.assert_close(synth.part(5, 1, 2)[0], b[0])  # repeatable per (step, rank)
+    with pytest.raises(ValueError, match="split evenly"):
+        synth.part(0, 0, 3)
+    settings = SegmentationSettings(steps=3, lr_step=5, checkpoint_every=3, log_every=1, seed=1, amp="off")
+    torch.manual_seed(0)
+    job = functools.partial(train_job, tmp_path / "two", UNet(width=4), settings, synth, progress=False)
+    distributed.launch(job, 2, tmp_path / "job")
+
+    def union(step):  # one process on what the two ranks synthesised
+        parts = [synth.part(step, r, 2) for r in range(2)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    torch.manual_seed(0)
+    one = train_job(tmp_path / "one", UNet(width=4), settings, union, progress=False)
+    two = SegmentationTrainer(tmp_path / "two", UNet(width=4), settings)
+    losses = [[r["loss"] for r in t.run.read_log()] for t in (one, two)]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-3)  # the ranks' single-thread generator rounds apart
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(one.model.eval()(x), two.model.eval()(x), rtol=0, atol=5e-3)
