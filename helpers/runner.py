@@ -150,9 +150,10 @@ def run_notebook(
 
 
 def plan_runs(
-    notebooks: list[Path], results: Path, profile: Profile | None, smoke: bool, device: str
+    notebooks: list[Path], results: Path, profile: Profile | None, smoke: bool, device: str, gpus: int = 1
 ) -> list[PlannedRun]:
-    """One run per notebook, or per variant the profile gives it, with the parameters its cell declares."""
+    """One run per notebook, or per variant the profile gives it, with the parameters its cell declares
+    (``gpus`` goes to the notebooks with a GPUS parameter)."""
     planned = []
     for nb in notebooks:
         defaults = default_parameters(nb)
@@ -161,6 +162,7 @@ def plan_runs(
             values = {
                 **notebook_parameters(nb.stem, profile, smoke, variant),
                 "DEVICE": device,
+                **({"GPUS": gpus} if gpus != 1 else {}),
                 "INTERACTIVE": False,
                 "OUT_DIR": str(results / name),
             }
@@ -242,6 +244,7 @@ def run_all(
     smoke: bool = False,
     only: list[str] | None = None,
     device: str = "auto",
+    gpus: int = 1,
     folder: Path | None = None,
     timeout: int | None = None,
     notebooks: list[Path] | None = None,
@@ -253,11 +256,13 @@ def run_all(
 
     ``notebooks`` replaces the numbered notebooks of ``folder`` (those the profile lists, unless ``only`` picks);
     ``only`` keeps those whose name starts so; ``profile`` (a name or a YAML path) sets parameters before
-    ``smoke``'s tiny sizes (see `helpers.profiles`); the summary is written to ``<results>/<summary_name>.json``
-    and ``.md``. The preflight's report is printed first; it raises PreflightFailed when something required is
-    not in place, and
-    with ``check_only`` nothing runs.
+    ``smoke``'s tiny sizes (see `helpers.profiles`); ``gpus`` > 1 runs the heavy steps of the notebooks with a GPUS
+    parameter on that many torchrun processes (docs/distributed.md). The summary is written to
+    ``<results>/<summary_name>.json`` and ``.md``. The preflight's report is printed first; it raises PreflightFailed
+    when something required is not in place, and with ``check_only`` nothing runs.
     """
+    if gpus < 1:
+        raise ValueError(f"gpus must be at least 1; got {gpus}")
     chosen: Profile | None = load_profile(profile) if profile else None
     if notebooks is None:
         notebooks = list_notebooks(folder)
@@ -277,7 +282,7 @@ def run_all(
     for checked in filter(None, [chosen, load_profile("smoke") if smoke else None]):
         checked.check(declared)
     profile_name = chosen.name if chosen else "default"
-    preflight = preflight_check(plan_runs(notebooks, results, chosen, smoke, device))
+    preflight = preflight_check(plan_runs(notebooks, results, chosen, smoke, device, gpus))
     print(preflight.report(), flush=True)
     if not preflight.ok:
         raise PreflightFailed(preflight.report())
@@ -308,6 +313,7 @@ def run_all(
             "profile": profile_name,
             "smoke": smoke,
             "device": device,
+            "gpus": gpus,
             "notebooks": [asdict(r) for r in runs],
             "benchmarks": rows,
         }
@@ -336,6 +342,12 @@ def main(argv: list[str] | None = None) -> int:
         "the summary is then summary_<first notebook's name>.md",
     )
     parser.add_argument("--device", default="auto", help="'auto' (CUDA if present, else CPU), 'cpu', 'cuda:0', ...")
+    parser.add_argument(
+        "--gpus",
+        type=int,
+        default=1,
+        help="processes for the heavy steps (torchrun): one per GPU, or CPU processes without CUDA (default 1)",
+    )
     parser.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
     parser.add_argument(
         "--check", action="store_true", help="list what the runs need and whether it is in place; run nothing"
@@ -349,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             smoke=args.smoke,
             only=args.only,
             device=args.device,
+            gpus=args.gpus,
             timeout=args.timeout,
             notebooks=[resolve(p) for p in args.notebook] if args.notebook else None,
             profile=args.profile,

@@ -8,6 +8,7 @@ from pathlib import Path
 import nbformat
 import papermill
 import pytest
+import torch
 
 from helpers.core.paths import notebooks_dir
 from helpers.profiles import available, load_profile, smoke_parameters
@@ -409,3 +410,26 @@ def test_the_papers_configuration_runs_through_notebooks_03_and_04(tmp_path):
         timeout=600,
     )
     assert clash.status == "failed" and "generator 'default-biggan' (asked for 'default-stylegan2')" in clash.error
+
+
+@pytest.mark.notebooks
+def test_notebook_04_on_two_processes_matches_one(smoke_run, tmp_path, monkeypatch):
+    """GPUS = 2 on a CPU: two gloo processes write the same shards, byte for byte, and train the same U-Net.
+    Each process computes on two threads, as the one-process run did: the thread count changes the generator's
+    float rounding, and a sample at a filter's threshold may then go the other way."""
+    from helpers.runner import run_notebook
+
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
+    results, _ = smoke_run
+    shutil.copytree(results / "03_direction_finding", tmp_path / "03_direction_finding")
+    params = {**smoke_parameters(), "DEVICE": "cpu", "INTERACTIVE": False, "GPUS": 2}
+    run = run_notebook(NOTEBOOKS_BY_NAME["04_unsupervised_segmentation.ipynb"], tmp_path, params, timeout=600)
+    assert run.status == "passed", run.error
+    one, two = results / "04_unsupervised_segmentation", tmp_path / "04_unsupervised_segmentation"
+    shards = sorted(p.name for p in (one / "shards").glob("shard_*.h5"))
+    assert shards == sorted(p.name for p in (two / "shards").glob("shard_*.h5")) and shards
+    assert all((one / "shards" / n).read_bytes() == (two / "shards" / n).read_bytes() for n in shards)
+    assert (two / "jobs" / "job.pt").exists()
+    reference = json.loads((one / "metrics.json").read_text())["procedural_test"]
+    for model, scores in run.metrics["procedural_test"].items():
+        assert abs(scores["iou"] - reference[model]["iou"]) < 0.01, model

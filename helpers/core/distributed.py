@@ -13,6 +13,7 @@ The steps write into resumable folders, so the notebook's own call afterwards fi
 from __future__ import annotations
 
 import argparse
+import codecs
 import os
 import subprocess
 import sys
@@ -180,12 +181,30 @@ def launch(job: Callable[[], Any], nproc: int, folder: str | os.PathLike) -> Non
 
     ``job`` (e.g. a functools.partial of a module-level function) is saved as ``folder/job.pt``; each rank loads
     it with its tensors on the rank's device and calls it. torchrun gives each rank one CPU thread unless
-    OMP_NUM_THREADS says otherwise. A failing rank fails the launch, with torchrun's output above the error.
+    OMP_NUM_THREADS says otherwise. The ranks' output is printed here; a failing rank fails the launch with the
+    end of that output in the error.
     """
     command = write_job(job, folder, nproc)
-    result = subprocess.run(command, cwd=Path(__file__).resolve().parents[2])
-    if result.returncode:
-        raise RuntimeError(f"the {nproc}-process job {command[-1]} failed (exit status {result.returncode}); see above")
+    # the ranks' output goes through this process's stdout, so that a notebook cell shows it
+    process = subprocess.Popen(
+        command, cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    decoder, tail = codecs.getincrementaldecoder("utf-8")(errors="replace"), ""
+    try:
+        while chunk := os.read(process.stdout.fileno(), 65536):
+            text = decoder.decode(chunk)
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            tail = (tail + text)[-4000:]
+    except BaseException:  # an interrupted notebook stops the job too (the ranks keep what they checkpointed)
+        process.terminate()
+        process.wait()
+        raise
+    if process.wait():
+        raise RuntimeError(
+            f"the {nproc}-process job {command[-1]} failed (exit status {process.returncode}); its output ended:\n"
+            + tail
+        )
 
 
 def on_ranks(job: Callable[[], T], nproc: int, folder: str | os.PathLike) -> T:

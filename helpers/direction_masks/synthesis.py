@@ -272,6 +272,12 @@ def _cpu_generator(rng: int | torch.Generator | None) -> torch.Generator:
     return gen
 
 
+class _MappedFile(NamedTuple):
+    """A memory-mapped .npy file, named rather than copied when a synthesizer is pickled."""
+
+    path: str
+
+
 class MaskSynthesizer:
     """Batches of (image, mask) pairs that pass the filters, from N(0, I) or from embeddings plus noise.
 
@@ -315,6 +321,18 @@ class MaskSynthesizer:
         self.rng = _cpu_generator(rng)
         self.n_generated = 0
         self.n_kept = 0
+
+    def __getstate__(self) -> dict:
+        """Pickled for other processes (`helpers.core.distributed.launch`): memory-mapped embeddings by file name."""
+        state = self.__dict__.copy()
+        if isinstance(self.embeddings, np.memmap):
+            state["embeddings"] = _MappedFile(str(self.embeddings.filename))
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if isinstance(state["embeddings"], _MappedFile):
+            state["embeddings"] = np.load(state["embeddings"].path, mmap_mode="r")
+        self.__dict__.update(state)
 
     def sample_z(self, n: int) -> Tensor:
         """n latents on the generator's device, drawn on the CPU so a seed repeats on any device."""
@@ -395,9 +413,14 @@ class MaskSynthesizer:
         return self.seed
 
     def _seeded(self, seed: int, batch_size: int | None) -> SyntheticBatch:
+        """A batch from latents drawn from ``seed``, and with the generator's own randomness (StyleGAN2's noise
+        maps) drawn from it too, whatever the global RNG's state: the same in a resumed run or another process."""
         saved, self.rng = self.rng, torch.Generator().manual_seed(seed)
+        devices = [self.G.device] if self.G.device.type == "cuda" else []
         try:
-            return self.batch(batch_size)
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                return self.batch(batch_size)
         finally:
             self.rng = saved
 

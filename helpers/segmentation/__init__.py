@@ -16,7 +16,7 @@ from helpers.segmentation.inference import (
 )
 from helpers.segmentation.shards import ShardDataset, write_shards
 from helpers.segmentation.sources import ArrayBatches, Batch, BatchSource, ShardBatches, batch_function, images_to_input
-from helpers.segmentation.train import SegmentationSettings, SegmentationTrainer, mean_loss_on
+from helpers.segmentation.train import SegmentationSettings, SegmentationTrainer, mean_loss_on, train_job
 from helpers.segmentation.unet import UNet
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "multiclass_scores",
     "predict_labels",
     "predict_proba",
+    "train_job",
     "undo_dihedral",
     "write_shards",
 ]

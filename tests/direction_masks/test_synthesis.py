@@ -30,6 +30,7 @@ from helpers.direction_masks.synthesis import (
 )
 from helpers.gans import load, to_uint8
 from helpers.gans.base import Generator
+from helpers.gans.shift_spaces import with_shift_space
 from helpers.metrics import mask_iou
 from helpers.segmentation.grabcut import grabcut_refine
 
@@ -342,6 +343,20 @@ def test_step_batches_repeat_and_feed_the_trainer_protocol(G, direction):
     assert np.array_equal(shard["z"], first.z.numpy())
     with pytest.raises(ValueError, match="integer seed"):
         MaskSynthesizer(G, direction, rng=torch.Generator()).batch_at(0)
+
+
+def test_step_batches_of_a_noisy_generator_ignore_the_global_rng(noisy_stylegan2):
+    """StyleGAN2 draws noise maps for each pair: a step's batch draws them from its own seed."""
+    G = with_shift_space(noisy_stylegan2, "w")
+    direction = torch.nn.functional.normalize(torch.randn(G.dim_z, generator=torch.Generator().manual_seed(1)), dim=0)
+    synth = MaskSynthesizer(G, direction, max_fraction=1.0, maxes_filter=False, connected_components=False, rng=0)
+    torch.manual_seed(0)
+    first = synth.shard(2, 4)
+    torch.manual_seed(1)
+    state = torch.get_rng_state()
+    again = synth.shard(2, 4)
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is left as it was
 
 
 def test_synthesizer_stores_cpu_weights_channels_last_without_changing_masks(direction):
