@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import math
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed._functional_collectives as functional_collectives
@@ -82,6 +85,24 @@ def all_mean(value: float) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device())
     dist.all_reduce(t)
     return float(t.item()) / world_size()
+
+
+def past(stop_at: float) -> bool:
+    """Whether `time.monotonic` has reached ``stop_at`` (a job's deadline), on any rank: the ranks of a
+    data-parallel run stop at the same step. No collective for an infinite deadline."""
+    late = time.monotonic() >= stop_at
+    if not active() or stop_at == math.inf:
+        return late
+    t = torch.tensor([int(late)], device=device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def step_generator(*key: int) -> torch.Generator:
+    """A CPU generator seeded by ``key`` plus this rank and the world size: the random stream of one step on one
+    rank, repeatable on resume without storing per-rank state."""
+    seed = np.random.SeedSequence([*key, rank(), world_size()]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(seed))
 
 
 def all_sum(value: int) -> int:

@@ -60,7 +60,6 @@ sha256 is in the checkpoint), is refused rather than continued.
 from __future__ import annotations
 
 import os
-import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -71,8 +70,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from helpers.core import distributed
 from helpers.core.manifest import sha256_file
 from helpers.core.runs import RunFolder, deadline
 from helpers.core.runtime import amp_dtype, autocast
@@ -258,7 +259,12 @@ class AutoencoderConfig(PretrainConfig):
 
 
 class PretrainTrainer:
-    """Shared machinery of a resumable pre-training run in ``run_dir``: data stream, checkpoints, log, loop."""
+    """Shared machinery of a resumable pre-training run in ``run_dir``: data stream, checkpoints, log, loop.
+
+    Under torchrun the run is data-parallel (DistributedDataParallel, batch norm synchronised): each rank generates
+    batch_size / world_size images per step from latents seeded by (seed, step, rank, world size) instead of the
+    one-process stream, rank 0 writes the checkpoint, the log and the backbone.
+    """
 
     config: PretrainConfig
     net: nn.Module
@@ -274,6 +280,15 @@ class PretrainTrainer:
         self.backbone = ResNetBackbone(**config.backbone)
         self.build()
         self.net.to(self.device, memory_format=torch.channels_last)
+        self.forward_net: nn.Module = self.net  # what the step runs: the net, or its DistributedDataParallel wrapper
+        if distributed.active():
+            if config.batch_size % distributed.world_size():
+                raise ValueError(
+                    f"batch_size {config.batch_size} cannot be split evenly over {distributed.world_size()} processes"
+                )
+            self.net = distributed.sync_batch_norm(self.net)
+            on_gpu = self.device.type == "cuda"
+            self.forward_net = DistributedDataParallel(self.net, device_ids=[self.device] if on_gpu else None)
         self.amp_dtype = amp_dtype(config.amp, self.device)
         self.opt = torch.optim.Adam(self.net.parameters(), config.lr, config.betas)
         self.rng = torch.Generator().manual_seed(config.seed)
@@ -303,9 +318,13 @@ class PretrainTrainer:
         """Restores what ``extra_state`` stored."""
 
     def next_batch(self) -> tuple[Tensor, dict[str, Any]]:
-        """The next latents of the seeded stream and the generator arguments (noise) that go with them."""
-        z = torch.randn(self.config.batch_size, self.G.dim_z, generator=self.rng).to(self.device)
-        noise_seed = int(torch.randint(2**62, (1,), generator=self.rng))
+        """The next latents of the seeded stream and the generator arguments (noise) that go with them (under
+        torchrun: this rank's share of the step's batch, from its own stream)."""
+        rng, n = self.rng, self.config.batch_size
+        if distributed.active():
+            rng, n = distributed.step_generator(self.config.seed, self.step), n // distributed.world_size()
+        z = torch.randn(n, self.G.dim_z, generator=rng).to(self.device)
+        noise_seed = int(torch.randint(2**62, (1,), generator=rng))
         return z, generator_kwargs(self.G, len(z), noise_seed, self.config.truncation)
 
     def backbone_input(self, images: Tensor) -> Tensor:
@@ -319,7 +338,7 @@ class PretrainTrainer:
     def run_net(self, images: Tensor) -> Any:
         """``self.net(images)`` under the configured autocast, its output (a tensor or a dict of them) in float32."""
         with autocast(self.amp_dtype, self.device):
-            out = self.net(images)
+            out = self.forward_net(images)
         return {k: v.float() for k, v in out.items()} if isinstance(out, Mapping) else out.float()
 
     def train_step(self) -> dict[str, float]:
@@ -374,25 +393,31 @@ class PretrainTrainer:
         """Saves the backbone (helpers.layermatch.backbones format; default ``run_dir/backbone.pt``) with the run in
         its meta."""
         meta = {"method": self.method, "step": self.step, "config": asdict(self.config)}
-        return save_backbone(self.backbone, path or self.run_dir / "backbone.pt", meta)
+        path = Path(path or self.run_dir / "backbone.pt")
+        return save_backbone(self.backbone, path, meta) if distributed.is_main() else path
 
     def train(self, steps: int | None = None, max_minutes: float | None = None, progress: bool = True) -> int:
         """Trains until ``steps`` (default: config.steps) or the time limit; returns the step reached."""
         steps = self.config.steps if steps is None else steps
         stop_at = deadline(max_minutes)
-        bar = tqdm(total=steps, initial=self.step, desc=f"{self.method} pre-training", disable=not progress)
+        bar = tqdm(
+            total=steps,
+            initial=self.step,
+            desc=f"{self.method} pre-training",
+            disable=not (progress and distributed.is_main()),
+        )
         sums: dict[str, float] = {}
         count = 0
         try:
             with self.run.log() as log:
-                while self.step < steps and time.monotonic() < stop_at:
+                while self.step < steps and not distributed.past(stop_at):
                     losses = self.train_step()
                     sums = {k: sums.get(k, 0.0) + v for k, v in losses.items()}
                     count += 1
                     bar.update(1)
                     bar.set_postfix(loss=losses["loss"], refresh=False)
                     if self.step % self.config.log_every == 0:
-                        log({"step": self.step, **{k: v / count for k, v in sums.items()}})
+                        log({"step": self.step, **{k: distributed.all_mean(v / count) for k, v in sums.items()}})
                         sums, count = {}, 0
                     if self.step % self.config.checkpoint_every == 0:
                         self.save_checkpoint()
@@ -400,6 +425,7 @@ class PretrainTrainer:
             bar.close()
             self.save_checkpoint()
             self.export_backbone()
+        distributed.barrier()  # the checkpoint and the backbone are there for every rank
         return self.step
 
 
@@ -514,5 +540,16 @@ class AutoencoderTrainer(PretrainTrainer):
     def losses(self, z: Tensor, kwargs: dict[str, Any], features: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """MSE between the decoded corrupted input and the clean input."""
         clean = self.backbone_input(features["image"])
-        noise = torch.randn(clean.shape, generator=self.noise_rng).to(clean.device)
+        rng = distributed.step_generator(self.config.seed + 1, self.step) if distributed.active() else self.noise_rng
+        noise = torch.randn(clean.shape, generator=rng).to(clean.device)
         return {"loss": F.mse_loss(self.run_net(clean + self.config.noise_std * noise), clean)}
+
+
+def pretrain_job(
+    trainer: type[PretrainTrainer], run_dir: str | os.PathLike, config: PretrainConfig, device: torch.device | str
+) -> PretrainTrainer:
+    """A finished pre-training run (``trainer`` class, e.g. `LayerMatchTrainer`), as a job that
+    `helpers.core.distributed.on_ranks` can hand to several processes (each on its own device there)."""
+    run = trainer(run_dir, config, distributed.device() if distributed.active() else device)
+    run.train()
+    return run

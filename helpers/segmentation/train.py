@@ -15,7 +15,6 @@ normalised by the global batch's labelled pixels, so N processes take the same s
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -234,7 +233,7 @@ class SegmentationTrainer:
         saved_at = self.step
         try:
             with self.run.log() as log:
-                while self.step < steps and not self._out_of_time(stop_at):
+                while self.step < steps and not distributed.past(stop_at):
                     lr = self.scheduler.get_last_lr()[0]  # the rate this update uses
                     batch = next_batch(self.step)
                     losses.append(self.train_step(batch[0], batch[1], whole_batch=not parts))
@@ -256,15 +255,6 @@ class SegmentationTrainer:
                 self.save_checkpoint()
         distributed.barrier()  # the checkpoint is there for every rank
         return self.step
-
-    def _out_of_time(self, stop_at: float) -> bool:
-        """Whether the time limit is reached; under torchrun the ranks stop together (any rank's clock)."""
-        late = time.monotonic() >= stop_at
-        if not distributed.active() or stop_at == float("inf"):
-            return late
-        flag = torch.tensor([float(late)], device=distributed.device())
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return bool(flag.item())
 
     def export(self, path: str | Path) -> Path:
         """Writes the model's state dict (CPU tensors) atomically, like the reference ``segmentation.pth``."""

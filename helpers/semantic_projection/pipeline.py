@@ -8,12 +8,14 @@ stage resumes when interrupted, is reused when complete, and other settings make
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
+from helpers.core.distributed import on_ranks
 from helpers.core.runs import settings_tag
 from helpers.gans.base import Generator
 from helpers.segmentation import (
@@ -24,6 +26,7 @@ from helpers.segmentation import (
     UNet,
     class_probabilities,
     multiclass_scores,
+    train_job,
 )
 from helpers.segmentation.grabcut import TrimapGrabCut
 from helpers.semantic_projection.dataset import generate_dataset
@@ -60,7 +63,8 @@ class ProjectionRun(NamedTuple):
 
 @dataclass
 class ProjectionPipeline:
-    """Runs the semantic-projection pipeline on a frozen generator for any subset of the annotations."""
+    """Runs the semantic-projection pipeline on a frozen generator for any subset of the annotations; with
+    ``gpus`` > 1 the synthetic dataset and the U-Net are made by that many torchrun processes."""
 
     generator: Generator
     out: Path
@@ -70,6 +74,7 @@ class ProjectionPipeline:
     num_classes: int
     shard_size: int = 1000
     device: str | torch.device = "cpu"
+    gpus: int = 1
 
     def run(self, samples: list[LabelledLatent], n_synthetic: int, steps: int | None = None) -> ProjectionRun:
         """Decoder (and refiner, from two annotations on) fitted on ``samples``, ``n_synthetic`` generated pairs,
@@ -90,15 +95,20 @@ class ProjectionPipeline:
                 self.device,
             )
         data_tag = f"{tag}_n{n_synthetic}" + (f"_r{refiner.fingerprint[:8]}" if refiner else "")
-        shards = generate_dataset(
-            self.generator,
-            fitted.decoder,
-            self.out / "synthetic" / data_tag,
-            n_synthetic,
-            shard_size=min(self.shard_size, n_synthetic),
-            seed=seed + 1,
-            attrs={"annotations": tag},
-            refiner=refiner,
+        shards = on_ranks(
+            partial(
+                generate_dataset,
+                self.generator,
+                fitted.decoder,
+                self.out / "synthetic" / data_tag,
+                n_synthetic,
+                shard_size=min(self.shard_size, n_synthetic),
+                seed=seed + 1,
+                attrs={"annotations": tag},
+                refiner=refiner,
+            ),
+            self.gpus,
+            self.out / "jobs",
         )
         settings = self.unet.settings(steps)
         batches = ShardBatches(shards, self.unet.batch, seed=seed, augment=self.unet.augment)
@@ -107,10 +117,10 @@ class ProjectionPipeline:
         unet_tag = settings_tag(
             settings, {"batch": self.unet.batch, "width": self.unet.width, "augment": self.unet.augment}
         )
-        trainer = SegmentationTrainer(
-            self.out / "unets" / f"{data_tag}_s{steps}_{unet_tag}", unet, settings, self.device
+        run_dir = self.out / "unets" / f"{data_tag}_s{steps}_{unet_tag}"
+        trainer = on_ranks(
+            partial(train_job, run_dir, unet, settings, batches, self.device), self.gpus, self.out / "jobs"
         )
-        trainer.train(batches)
         return ProjectionRun(fitted, refiner, shards, trainer)
 
 

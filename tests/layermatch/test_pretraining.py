@@ -7,12 +7,15 @@ reduce the losses; resuming replays the same run; segmentation models and the co
 
 from __future__ import annotations
 
+import functools
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers.core import distributed
 from helpers.core.plots import loss_curves
 from helpers.gans.biggan import BigGAN
 from helpers.gans.checkpoints import load, save_model
@@ -30,6 +33,7 @@ from helpers.layermatch.pretraining import (
     generator_kwargs,
     head_sources,
     matchable_layers,
+    pretrain_job,
 )
 
 TINY = dict(width=4, depths=[1, 1, 1, 1])  # a backbone small enough for a few quick steps
@@ -274,3 +278,26 @@ def test_comparison_arms_share_decoders_and_load_backbones(tmp_path):
         comparison_models(
             2, {"random": None, "layermatch": tmp_path / "lm" / "backbone.pt"}, backbone_config={**TINY, "width": 8}
         )
+
+
+@pytest.mark.parametrize("cls", [LayerMatchConfig, AutoencoderConfig])
+def test_two_process_pretraining_resumes_like_an_uninterrupted_run(tmp_path, cls):
+    """Two gloo processes, each generating half of every batch from its own (step, rank) stream: a run stopped
+    after 2 steps and resumed to 4 equals a 4-step run, and rank 0 alone writes the log and the backbone."""
+    trainer = LayerMatchTrainer if cls is LayerMatchConfig else AutoencoderTrainer
+    config = _config(cls, "default-biggan", checkpoint_every=2, amp="off")
+    for name, steps in [("straight", [4]), ("split", [2, 4])]:
+        for n in steps:
+            job = functools.partial(pretrain_job, trainer, tmp_path / name, replace(config, steps=n), "cpu")
+            distributed.launch(job, 2, tmp_path / "job")
+    straight, split = (trainer(tmp_path / name, replace(config, steps=4)) for name in ("straight", "split"))
+    assert straight.step == split.step == 4
+    for (k, a), (_, b) in zip(straight.net.state_dict().items(), split.net.state_dict().items()):
+        assert torch.equal(a, b), k
+    logged = [json.loads(line)["step"] for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3, 4]
+    assert read_backbone(tmp_path / "split" / "backbone.pt")["meta"]["step"] == 4
+    # the ranks' halves differ from the one-process stream: another run than one process's, by design
+    one = trainer(tmp_path / "one", replace(config, steps=4))
+    one.train(progress=False)
+    assert not all(torch.equal(a, b) for a, b in zip(one.net.state_dict().values(), split.net.state_dict().values()))
