@@ -9,11 +9,14 @@ Deformators: ``ortho`` (A = expm(L - L^T), directions are its unit columns; the 
 norm). ``random_init=False`` starts from the coordinate axes, which the original author recommends for
 BigBiGAN. The reference reconstructor is a ResNet-18 on 6-channel pairs; here it is a small residual
 conv net of the same role, sized for 64-128 px images on a CPU (``Reconstructor``).
+
+Under torchrun, discovery is data-parallel (DistributedDataParallel over deformator and reconstructor, batch norm
+synchronised): each rank generates batch_size / world_size pairs per step from a (seed, step, rank, world size)
+stream instead of the one-process stream; rank 0 writes the checkpoint and the log.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +24,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from helpers.core import distributed
 from helpers.core.runs import RunFolder, deadline
 from helpers.core.runtime import amp_dtype, autocast
 from helpers.gans.base import Generator
@@ -137,6 +142,22 @@ def sample_shifts(
     return k, eps
 
 
+class _PairModel(nn.Module):
+    """Deformator and reconstructor as one module, so that one DistributedDataParallel wrapper reduces the
+    gradients of both; G is an argument, not a submodule (frozen, nothing to reduce)."""
+
+    def __init__(self, deformator: Deformator, reconstructor: Reconstructor, amp: torch.dtype | None):
+        super().__init__()
+        self.deformator, self.reconstructor, self.amp = deformator, reconstructor, amp
+
+    def forward(self, G: Generator, z: Tensor, k: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
+        shift = self.deformator(F.one_hot(k, self.deformator.n_directions).float() * eps[:, None])
+        image, shifted = G.pair(z, shift)
+        with autocast(self.amp, z.device):
+            logits, eps_hat = self.reconstructor(image, shifted)
+        return logits.float(), eps_hat.float()
+
+
 class DirectionDiscovery:
     """One resumable discovery run in ``run_dir``: checkpoint.pt, log.jsonl; ``train`` resumes."""
 
@@ -151,6 +172,15 @@ class DirectionDiscovery:
         self.reconstructor = Reconstructor(self.K, config.reconstructor_width).to(self.device)
         self.reconstructor.to(memory_format=torch.channels_last)
         self.amp_dtype = amp_dtype(config.amp, self.device)
+        self.model: nn.Module = _PairModel(self.deformator, self.reconstructor, self.amp_dtype)
+        if distributed.active():
+            if config.batch_size % distributed.world_size():
+                raise ValueError(
+                    f"batch_size {config.batch_size} cannot be split evenly over {distributed.world_size()} processes"
+                )
+            distributed.sync_batch_norm(self.reconstructor)
+            on_gpu = self.device.type == "cuda"
+            self.model = DistributedDataParallel(self.model, device_ids=[self.device] if on_gpu else None)
         self.opt_a = torch.optim.Adam(self.deformator.parameters(), lr=config.lr)
         self.opt_r = torch.optim.Adam(self.reconstructor.parameters(), lr=config.lr)
         self.rng = torch.Generator().manual_seed(config.seed)
@@ -183,15 +213,13 @@ class DirectionDiscovery:
 
     def train_step(self) -> dict[str, float]:
         """One cooperative update of deformator and reconstructor; one batched G forward for both images."""
-        cfg, B = self.config, self.config.batch_size
-        z = torch.randn(B, self.G.dim_z, generator=self.rng).to(self.device)
-        k, eps = sample_shifts(B, self.K, cfg.shift_scale, cfg.min_shift, self.rng)
+        cfg, B, rng = self.config, self.config.batch_size, self.rng
+        if distributed.active():  # this rank's share of the step's batch, from its own stream
+            B, rng = B // distributed.world_size(), distributed.step_generator(cfg.seed, self.step)
+        z = torch.randn(B, self.G.dim_z, generator=rng).to(self.device)
+        k, eps = sample_shifts(B, self.K, cfg.shift_scale, cfg.min_shift, rng)
         k, eps = k.to(self.device), eps.to(self.device)
-        shift = self.deformator(F.one_hot(k, self.K).float() * eps[:, None])
-        image, shifted = self.G.pair(z, shift)
-        with autocast(self.amp_dtype, self.device):
-            logits, eps_hat = self.reconstructor(image, shifted)
-        logits, eps_hat = logits.float(), eps_hat.float()
+        logits, eps_hat = self.model(self.G, z, k, eps)
         ce, l1 = F.cross_entropy(logits, k), (eps_hat - eps).abs().mean()
         loss = cfg.label_weight * ce + cfg.shift_weight * l1
         self.opt_a.zero_grad(set_to_none=True)
@@ -209,15 +237,19 @@ class DirectionDiscovery:
         self.deformator.train()
         self.reconstructor.train()
         stop_at = deadline(max_minutes)
-        bar = tqdm(total=steps, initial=self.step, desc="direction discovery", disable=not progress)
+        bar = tqdm(
+            total=steps, initial=self.step, desc="direction discovery", disable=not (progress and distributed.is_main())
+        )
         window: list[dict[str, float]] = []
         try:
             with self.run.log() as log:
-                while self.step < steps and time.monotonic() < stop_at:
+                while self.step < steps and not distributed.past(stop_at):
                     window.append(self.train_step())
                     bar.update(1)
                     if self.step % 10 == 0:
-                        mean = {key: sum(w[key] for w in window) / len(window) for key in window[0]}
+                        mean = {
+                            key: distributed.all_mean(sum(w[key] for w in window) / len(window)) for key in window[0]
+                        }
                         bar.set_postfix(mean, refresh=False)
                         log({"step": self.step, **mean})
                         window = []
@@ -226,11 +258,22 @@ class DirectionDiscovery:
         finally:
             bar.close()
             self.save_checkpoint()
+        distributed.barrier()  # the checkpoint is there for every rank
         return self.step
 
     def directions(self) -> Tensor:
         """The deformator's K unit directions [K, dim_z]."""
         return self.deformator.directions()
+
+
+def discovery_job(
+    run_dir: str | Path, G: Generator, config: DiscoveryConfig, device: torch.device | str = "cpu"
+) -> DirectionDiscovery:
+    """A finished discovery run, as a job that `helpers.core.distributed.on_ranks` can hand to several processes
+    (each on its own device there)."""
+    discovery = DirectionDiscovery(run_dir, G, config, distributed.device() if distributed.active() else device)
+    discovery.train()
+    return discovery
 
 
 @torch.no_grad()

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+from dataclasses import replace
+
 import pytest
 import torch
 
+from helpers.core import distributed
 from helpers.direction_masks.discovery import (
     Deformator,
     DirectionDiscovery,
     DiscoveryConfig,
+    discovery_job,
     pca_directions,
     sample_shifts,
 )
@@ -72,6 +77,28 @@ def test_discovery_trains_and_resumes_exactly(tmp_path):
     assert torch.allclose(straight.directions(), resumed.directions(), atol=1e-6)
     assert not torch.allclose(straight.directions(), torch.eye(16)[:4], atol=1e-6)  # the deformator moved
     assert (tmp_path / "b" / "log.jsonl").exists()
+
+
+def test_two_process_discovery_resumes_like_an_uninterrupted_run(tmp_path):
+    """Two gloo processes, each with half of every batch: stopped after 2 steps and resumed to 4, the same run."""
+    G = tiny_biggan()
+    config = DiscoveryConfig(
+        n_directions=4, batch_size=4, lr=1e-3, reconstructor_width=4, checkpoint_every=2, amp="off"
+    )
+    for name, budgets in [("straight", [4]), ("split", [2, 4])]:
+        for steps in budgets:
+            job = functools.partial(discovery_job, tmp_path / name, G, replace(config, steps=steps))
+            distributed.launch(job, 2, tmp_path / "job")
+    straight, split = (
+        DirectionDiscovery(tmp_path / name, G, replace(config, steps=4)) for name in ("straight", "split")
+    )
+    assert straight.step == split.step == 4
+    assert torch.equal(straight.directions(), split.directions())
+    assert not torch.allclose(split.directions(), torch.eye(16)[:4], atol=1e-6)  # the deformator moved
+    with pytest.raises(RuntimeError, match="batch_size 3 cannot be split evenly over 2 processes"):
+        distributed.launch(
+            functools.partial(discovery_job, tmp_path / "odd", G, replace(config, batch_size=3)), 2, tmp_path / "job"
+        )
 
 
 def test_discovery_refuses_another_configuration(tmp_path):
