@@ -105,6 +105,25 @@ def step_generator(*key: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
+def from_main(obj: T) -> T:
+    """Rank 0's ``obj`` on every rank (any picklable object; itself in one process)."""
+    if not active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def to_main(items: list[T]) -> list[T]:
+    """Every rank's ``items``, concatenated in rank order, on rank 0 (an empty list elsewhere; itself in one
+    process): work that many ranks did and one process stores."""
+    if not active():
+        return items
+    gathered: list[list[T]] | None = [[] for _ in range(world_size())] if is_main() else None
+    dist.gather_object(items, gathered, dst=0)
+    return [item for part in gathered for item in part] if is_main() else []
+
+
 def all_sum(value: int) -> int:
     """The sum of an integer over the ranks (the value itself in one process)."""
     if not active():

@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import h5py
 import numpy as np
@@ -42,6 +42,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+from helpers.core import distributed
 from helpers.core.io import atomic_path, write_text
 from helpers.core.modules import weights_fingerprint
 from helpers.core.paths import embeddings_dir, resolve
@@ -102,16 +103,17 @@ class TorchEncoder:
     """Adapter for a torch module with ``resolution`` and ``dim_z`` (the project's `LatentEncoder`), in eval mode."""
 
     def __init__(self, module: nn.Module, device: str | torch.device | None = None):
-        self.device = torch.device(device) if device is not None else next(module.parameters()).device
-        self.module = module.to(self.device).eval()
+        self.module = module.to(device).eval() if device is not None else module.eval()
         self.input_size, self.dim_z = int(module.resolution), int(module.dim_z)
         config = json.dumps(getattr(module, "config", {}), sort_keys=True)
         self.description = f"{type(module).__name__} {config} weights-sha256:{weights_fingerprint(module)}"
 
     @torch.no_grad()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Codes for a preprocessed batch, as float32 numpy on the CPU."""
-        return self.module(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
+        """Codes for a preprocessed batch, as float32 numpy on the CPU (the module's device is read at each call, so
+        an encoder loaded onto another process's device works there)."""
+        device = next(self.module.parameters()).device
+        return self.module(torch.from_numpy(batch).to(device)).float().cpu().numpy()
 
 
 class HubBigBiGANEncoder:
@@ -128,7 +130,9 @@ class HubBigBiGANEncoder:
                 "the BigBiGAN encoder needs TensorFlow and tensorflow_hub, which the base install "
                 'leaves out: pip install -e ".[convert]"'
             ) from err
-        self._tf = tf
+        if distributed.active() and (gpus := tf.config.list_physical_devices("GPU")):  # one GPU per torchrun rank
+            tf.config.set_visible_devices(gpus[int(os.environ.get("LOCAL_RANK", "0")) % len(gpus)], "GPU")
+        self.handle, self._tf = handle, tf
         self._module = hub.load(handle)  # keep a reference: the signature does not own the variables
         self._encode = self._module.signatures["encode"]
         _, inputs = self._encode.structured_input_signature
@@ -136,6 +140,13 @@ class HubBigBiGANEncoder:
             raise ValueError(f"{handle}: expected one input to the encode signature, found {sorted(inputs)}")
         (self._input_name,) = inputs
         self.description = f"BigBiGAN TF-Hub {handle} encode/z_sample"
+
+    def __getstate__(self) -> dict[str, str]:
+        """Pickled as its handle (TF-Hub modules do not pickle); another process loads it again from the cache."""
+        return {"handle": self.handle}
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        self.__init__(state["handle"])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """z_sample (a draw from the encoder posterior, as the reference uses) for an NCHW batch fed as NHWC."""
@@ -210,11 +221,18 @@ def _open_resumable(h5_path: Path, names: list[str], attrs: dict[str, str | int]
     return f
 
 
-def _encode_batch(
-    f: h5py.File, folder: Path, names: list[str], rows: np.ndarray, encoder: Encoder
-) -> list[tuple[str, str]]:
-    """Read, encode and store one batch of rows (codes flushed before their status); returns the unreadable ones."""
-    images, ok, failures = [], [], []
+class _Batch(NamedTuple):
+    """One encoded batch: its rows, their status, the codes of the readable ones and the unreadable files."""
+
+    rows: np.ndarray
+    status: np.ndarray
+    z: np.ndarray
+    failures: list[tuple[str, str]]
+
+
+def _encode_rows(folder: Path, names: list[str], rows: np.ndarray, encoder: Encoder) -> _Batch:
+    """Reads and encodes one batch of rows (nothing is written)."""
+    images, failures = [], []
     status = np.full(len(rows), UNREADABLE, np.uint8)
     for k, row in enumerate(rows):
         try:
@@ -222,19 +240,24 @@ def _encode_batch(
         except UnreadableFilesError as err:
             failures.append((names[row], err.failures[0][1]))
             continue
-        ok.append(row)
         status[k] = ENCODED
-    if ok:
+    z = np.zeros((0, encoder.dim_z), np.float32)
+    if images:
         z = np.asarray(encoder(np.stack(images)), dtype=np.float32)
-        if z.shape != (len(ok), encoder.dim_z):
+        if z.shape != (len(images), encoder.dim_z):
             raise ValueError(
-                f"{encoder.description} returned codes of shape {z.shape}, expected {(len(ok), encoder.dim_z)}"
+                f"{encoder.description} returned codes of shape {z.shape}, expected {(len(images), encoder.dim_z)}"
             )
-        f["z"][np.array(ok)] = z
+    return _Batch(rows, status, z, failures)
+
+
+def _store(f: h5py.File, batch: _Batch) -> None:
+    """Writes one batch's codes and flushes them, then its status: a row is never marked encoded before its code."""
+    if len(batch.z):
+        f["z"][batch.rows[batch.status == ENCODED]] = batch.z
         f.flush()
-    f["status"][rows] = status
+    f["status"][batch.rows] = batch.status
     f.flush()
-    return failures
 
 
 def encode_folder(
@@ -244,7 +267,9 @@ def encode_folder(
     batch_size: int = 32,
     progress: bool = True,
 ) -> EncodeResult:
-    """Encode every image under `folder` (sorted, recursive) in resumable batches; unreadable files are reported."""
+    """Encode every image under `folder` (sorted, recursive) in resumable batches; unreadable files are reported.
+    Under torchrun each rank encodes every world_size-th batch and rank 0 writes them all, so the files are those
+    one process writes."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     folder = resolve(folder)
@@ -257,27 +282,43 @@ def encode_folder(
         "folder": str(folder),
         "preprocessing": PREPROCESSING,
     }
-    if not h5_path.exists():
-        _create(h5_path, names, attrs)
-    with _open_resumable(h5_path, names, attrs) as f:
-        todo = np.flatnonzero(f["status"][:] != ENCODED)  # unreadable files are tried again
-        unreadable: list[tuple[str, str]] = []
+    ranks, main, unreadable, f = distributed.world_size(), distributed.is_main(), [], None
+    try:
+        if main:  # under torchrun rank 0 alone opens the file; every rank encodes its batches
+            if not h5_path.exists():
+                _create(h5_path, names, attrs)
+            f = _open_resumable(h5_path, names, attrs)
+        todo = distributed.from_main(np.flatnonzero(f["status"][:] != ENCODED) if main else None)  # unreadable too
+        batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
         with tqdm(
             total=len(names),
             initial=len(names) - len(todo),
             unit="img",
             desc=f"encoding {folder.name}",
-            disable=not progress,
+            disable=not (progress and main),
         ) as bar:
-            for start in range(0, len(todo), batch_size):
-                rows = todo[start : start + batch_size]
-                unreadable += _encode_batch(f, folder, names, rows, encoder)
-                bar.update(len(rows))
-        status, z = f["status"][:], f["z"][:]
+            for first in range(0, len(batches), ranks):  # a round: one batch per rank, all stored by rank 0
+                mine = first + distributed.rank()
+                done = [_encode_rows(folder, names, batches[mine], encoder)] if mine < len(batches) else []
+                for batch in distributed.to_main(done):
+                    _store(f, batch)
+                    unreadable += batch.failures
+                    bar.update(len(batch.rows))
+        if main:
+            status, codes = f["status"][:], f["z"][:]
+    finally:
+        if f is not None:
+            f.close()
+    status, unreadable = distributed.from_main((status, unreadable) if main else None)
     encoded = status == ENCODED
-    with atomic_path(npy_path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, z[encoded])
-    write_text(txt_path, "".join(f"{name}\t{' '.join(reason.split())}\n" for name, reason in unreadable))
+    if main:
+        codes = codes[encoded]
+        with atomic_path(npy_path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, codes)
+        write_text(txt_path, "".join(f"{name}\t{' '.join(reason.split())}\n" for name, reason in unreadable))
+    distributed.barrier()
+    if not main:
+        codes = np.load(npy_path, mmap_mode="r")
     if unreadable:
         listing = UnreadableFilesError([(Path(name), reason) for name, reason in unreadable])
         warnings.warn(
@@ -285,7 +326,7 @@ def encode_folder(
             UnreadableImagesWarning,
             stacklevel=2,
         )
-    return EncodeResult([n for n, ok in zip(names, encoded) if ok], z[encoded], unreadable, npy_path, h5_path, txt_path)
+    return EncodeResult([n for n, ok in zip(names, encoded) if ok], codes, unreadable, npy_path, h5_path, txt_path)
 
 
 @torch.no_grad()

@@ -3,6 +3,8 @@ adapters."""
 
 from __future__ import annotations
 
+import functools
+import pickle
 import sys
 import types
 import warnings
@@ -14,7 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers.core import distributed
 from helpers.direction_masks.embeddings import (
+    BIGBIGAN_HANDLE,
     ENCODED,
     PENDING,
     UNREADABLE,
@@ -245,6 +249,23 @@ def test_resume_after_interruption_encodes_only_the_rest(folder: Path, tmp_path:
     np.testing.assert_array_equal(again.z, resumed.z)
 
 
+def test_two_processes_encode_as_one_and_finish_an_interrupted_file(folder: Path, tmp_path: Path) -> None:
+    """Under torchrun each rank encodes every second batch and rank 0 writes them into the one file."""
+    one, _ = encode_quietly(folder, tiny_encoder(), tmp_path / "one", batch_size=2)
+    job = functools.partial(encode_folder, folder, tiny_encoder(), tmp_path / "two", batch_size=2, progress=False)
+    distributed.launch(job, 2, tmp_path / "job")
+    np.testing.assert_allclose(np.load(tmp_path / "two.npy"), one.z, rtol=1e-5, atol=1e-6)
+    assert (tmp_path / "two.unreadable.txt").read_text() == one.unreadable_path.read_text()
+    with h5py.File(tmp_path / "two.h5", "r") as f, h5py.File(one.h5_path, "r") as g:
+        np.testing.assert_array_equal(f["status"][:], g["status"][:])
+    # a file interrupted in one process is finished by two
+    with pytest.raises(KeyboardInterrupt):
+        encode_quietly(folder, Counting(tiny_encoder(), fail_on=2), tmp_path / "part", batch_size=2)
+    job = functools.partial(encode_folder, folder, tiny_encoder(), tmp_path / "part", batch_size=2, progress=False)
+    distributed.launch(job, 2, tmp_path / "job")
+    np.testing.assert_allclose(np.load(tmp_path / "part.npy"), one.z, rtol=1e-5, atol=1e-6)
+
+
 def test_other_encoder_is_refused_and_file_kept(folder: Path, tmp_path: Path) -> None:
     encode_quietly(folder, tiny_encoder(seed=0), tmp_path / "out")
     before = (tmp_path / "out.h5").read_bytes()
@@ -329,6 +350,9 @@ def test_hub_adapter_feeds_nhwc_256_and_returns_z_sample(fake_tf, folder: Path, 
     first = np.ascontiguousarray(load_image(folder / NAMES[0], 256).transpose(1, 2, 0))
     np.testing.assert_array_equal(x[0], first)
     np.testing.assert_allclose(result.z[0], np.tile(first.mean(axis=(0, 1)), 40), rtol=1e-5)  # z_sample, not z_mean
+    # handed to another process (torchrun), it is pickled as its handle and loaded again there
+    again = pickle.loads(pickle.dumps(encoder))
+    assert hub.handles == [BIGBIGAN_HANDLE] * 2 and again.description == encoder.description
 
 
 def test_hub_adapter_missing_z_sample_is_an_error(fake_tf) -> None:
