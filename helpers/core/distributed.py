@@ -202,10 +202,18 @@ def sync_batch_norm(model: nn.Module) -> nn.Module:
     return model
 
 
+def check_nproc(nproc: int) -> None:
+    """A ValueError unless ``nproc`` is a process count this machine can run: at least 1, and with CUDA at most one
+    per GPU (CPU processes, without CUDA, are not limited)."""
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise ValueError(f"the number of processes (GPUS) must be an integer of at least 1; got {nproc!r}")
+    if torch.cuda.is_available() and nproc > torch.cuda.device_count():
+        raise ValueError(f"{nproc} processes asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
+
+
 def write_job(job: Callable[[], Any], folder: str | os.PathLike, nproc: int) -> list[str]:
     """Saves ``job`` as ``folder/job.pt`` and returns the command that runs it on ``nproc`` local ranks."""
-    if nproc < 1:
-        raise ValueError(f"nproc must be at least 1; got {nproc}")
+    check_nproc(nproc)
     path = Path(folder).resolve() / "job.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -254,6 +262,7 @@ def on_ranks(job: Callable[[], T], nproc: int, folder: str | os.PathLike) -> T:
     call then finds them complete and loads them, so a notebook gets the same objects either way. ``folder`` holds
     the job file.
     """
+    check_nproc(nproc)
     if nproc > 1:
         launch(job, nproc, folder)
     return job()

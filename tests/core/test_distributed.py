@@ -155,3 +155,11 @@ def test_on_the_fly_synthesis_gives_each_rank_its_part(tmp_path):
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(one.model.eval()(x), two.model.eval()(x), rtol=0, atol=5e-3)
+
+
+@pytest.mark.parametrize("nproc", [0, -1, 2.5, "2", True])
+def test_a_bad_process_count_is_refused_before_any_work(nproc, tmp_path):
+    calls = []
+    with pytest.raises(ValueError, match="integer of at least 1"):
+        distributed.on_ranks(lambda: calls.append(1), nproc, tmp_path)
+    assert not calls and not (tmp_path / "job.pt").exists()
