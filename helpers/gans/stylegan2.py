@@ -81,12 +81,13 @@ class PixelNorm(nn.Module):
 class MappingLinear(nn.Module):
     """Mapping-network layer: equalized LR on the weight, lr multiplier on weight and bias."""
 
-    def __init__(self, dim: int, lr_mul: float):
+    def __init__(self, dim: int, lr_mul: float, dim_in: int | None = None):
         super().__init__()
-        self.weight_orig = nn.Parameter(torch.randn(dim, dim) / lr_mul)
+        dim_in = dim_in or dim
+        self.weight_orig = nn.Parameter(torch.randn(dim, dim_in) / lr_mul)
         self.bias_orig = nn.Parameter(torch.zeros(dim))
         self.lr_mul = lr_mul
-        self.weight_gain = lr_mul / math.sqrt(dim)
+        self.weight_gain = lr_mul / math.sqrt(dim_in)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight_orig * self.weight_gain, self.bias_orig * self.lr_mul)
@@ -175,42 +176,51 @@ class AddNoise(nn.Module):
         return x + self.scale_factors * noise
 
 
-class BiasAct(nn.Module):
-    """Per-channel bias then leaky ReLU · √2."""
+def _clamp(x: Tensor, clamp: float | None) -> Tensor:
+    """x clamped to [-clamp, clamp] (StyleGAN2-ADA's ``conv_clamp``), or x itself for None."""
+    if clamp is None:
+        return x
+    return x.clamp_(-clamp, clamp) if _in_place(x) else x.clamp(-clamp, clamp)
 
-    def __init__(self, channels: int):
+
+class BiasAct(nn.Module):
+    """Per-channel bias then leaky ReLU · √2, then the optional clamp."""
+
+    def __init__(self, channels: int, clamp: float | None = None):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(channels))
+        self.clamp = clamp
 
     def forward(self, x: Tensor) -> Tensor:
         if self.bias.requires_grad and torch.is_grad_enabled():
-            return bias_leaky_relu(x, self.bias)
-        return _bias_leaky_relu_(x, self.bias)
+            return _clamp(bias_leaky_relu(x, self.bias), self.clamp)
+        return _clamp(_bias_leaky_relu_(x, self.bias), self.clamp)
 
 
 class Bias(nn.Module):
-    """Per-channel bias of the ToRGB output."""
+    """Per-channel bias of the ToRGB output, then the optional clamp."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, clamp: float | None = None):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.clamp = clamp
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.bias
+        return _clamp(x + self.bias, self.clamp)
 
 
 class SynthesisBlock(nn.Module):
     """One resolution: [upsampling conv1, noise, act] (not in block 0), then conv2, noise, act."""
 
-    def __init__(self, c_in: int, c_out: int, dim_w: int, first: bool):
+    def __init__(self, c_in: int, c_out: int, dim_w: int, first: bool, clamp: float | None = None):
         super().__init__()
         if not first:
             self.conv1 = ModulatedConv(c_in, c_out, 3, dim_w, upsample=True)
             self.addnoise1 = AddNoise()
-            self.bias_act1 = BiasAct(c_out)
+            self.bias_act1 = BiasAct(c_out, clamp)
         self.conv2 = ModulatedConv(c_out, c_out, 3, dim_w)
         self.addnoise2 = AddNoise()
-        self.bias_act2 = BiasAct(c_out)
+        self.bias_act2 = BiasAct(c_out, clamp)
         self.first = first
 
     def forward(self, x: Tensor, ws: Sequence[Tensor], noise: Sequence[Tensor]) -> Tensor:
@@ -222,10 +232,10 @@ class SynthesisBlock(nn.Module):
 class ToRGB(nn.Module):
     """1×1 modulated conv without demodulation, plus bias."""
 
-    def __init__(self, c_in: int, dim_w: int):
+    def __init__(self, c_in: int, dim_w: int, clamp: float | None = None):
         super().__init__()
         self.conv1 = ModulatedConv(c_in, 3, 1, dim_w, demodulate=False)
-        self.bias1 = Bias(3)
+        self.bias1 = Bias(3, clamp)
 
     def forward(self, x: Tensor, w: Tensor) -> Tensor:
         return self.bias1(self.conv1(x, w))
@@ -237,7 +247,13 @@ def stylegan2_channels(resolution: int, fmap_base: int, fmap_max: int) -> list[i
 
 
 class StyleGAN2(Generator):
-    """StyleGAN2 generator with skip ToRGBs; ``features`` are each block's output after its last activation."""
+    """StyleGAN2 generator with skip ToRGBs; ``features`` are each block's output after its last activation.
+
+    Beyond config-f, for StyleGAN2-ADA networks (helpers.gans.convert.ada_pickle): ``conv_clamp`` clamps every
+    conv layer's activations and every RGB output to [-conv_clamp, conv_clamp] (ADA trains with 256); a
+    class-conditional network (``c_dim`` classes) embeds class ``class_index`` and feeds it to the mapping
+    network beside z, so every image is of that class; ``source`` records the file format it came from.
+    """
 
     def __init__(
         self,
@@ -248,6 +264,10 @@ class StyleGAN2(Generator):
         fmap_max: int = 512,
         truncation_psi: float = 0.5,
         lr_mul: float = 0.01,
+        conv_clamp: float | None = None,
+        c_dim: int = 0,
+        class_index: int = 0,
+        source: str = "",
     ):
         super().__init__()
         if resolution < 8 or resolution & (resolution - 1):
@@ -263,25 +283,36 @@ class StyleGAN2(Generator):
             fmap_max=fmap_max,
             truncation_psi=truncation_psi,
             lr_mul=lr_mul,
+            conv_clamp=conv_clamp,
+            c_dim=c_dim,
+            class_index=class_index,
+            source=source,
         )
+        if c_dim and not 0 <= class_index < c_dim:
+            raise ValueError(f"class_index must lie in [0, {c_dim}) for a {c_dim}-class generator; got {class_index}")
         self.resolution, self.dim_z, self.channels = resolution, dim_z, channels
         self.n_styles, self.n_noises = 2 * len(channels), 2 * len(channels) - 1
 
         self.constant_tensor = nn.Parameter(torch.randn(1, channels[0], 4, 4))
         mapping: list[nn.Module] = [PixelNorm()]
-        for _ in range(n_mlp):
-            mapping += [MappingLinear(dim_z, lr_mul), ScaledLeakyReLU()]
+        for i in range(n_mlp):  # a class embedding doubles the first layer's input
+            mapping += [MappingLinear(dim_z, lr_mul, 2 * dim_z if c_dim and i == 0 else dim_z), ScaledLeakyReLU()]
         self.mapping = nn.Sequential(*mapping)
+        self.embed = MappingLinear(dim_z, 1.0, c_dim) if c_dim else None
         self.blocks = nn.ModuleList(
-            SynthesisBlock(channels[max(k - 1, 0)], c, dim_z, first=k == 0) for k, c in enumerate(channels)
+            SynthesisBlock(channels[max(k - 1, 0)], c, dim_z, k == 0, conv_clamp) for k, c in enumerate(channels)
         )
-        self.to_rgbs = nn.ModuleList(ToRGB(c, dim_z) for c in channels)
+        self.to_rgbs = nn.ModuleList(ToRGB(c, dim_z, conv_clamp) for c in channels)
         self.upscale2x = Upscale2x()
         self.register_buffer("latent_avg", torch.full((dim_z,), math.nan), persistent=False)
 
     def mapping_forward(self, z: Tensor) -> Tensor:
-        """w = mapping(z), [B, dim_z], before truncation."""
-        return self.mapping(z)
+        """w = mapping(z), [B, dim_z], before truncation (for a class-conditional network: of class_index)."""
+        if self.embed is None:
+            return self.mapping(z)
+        c = F.one_hot(torch.tensor(self.config["class_index"], device=z.device), self.config["c_dim"]).to(z.dtype)
+        y = self.mapping[0](self.embed(c[None]).expand(z.shape[0], -1))
+        return self.mapping[1:](torch.cat([self.mapping[0](z), y], 1))
 
     def truncate(self, w: Tensor, psi: float) -> Tensor:
         """w ← latent_avg + ψ (w − latent_avg); ψ = 1 leaves w unchanged."""
