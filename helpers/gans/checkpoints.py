@@ -1,7 +1,8 @@
-"""Reading and writing model checkpoints: ours, the released BigBiGAN file, SAIC and rosinality StyleGAN2.
+"""Reading and writing model checkpoints: ours, the released BigBiGAN file, SAIC and rosinality StyleGAN2, and
+StyleGAN2-ADA network pickles (``.pkl``, `helpers.gans.convert.ada_pickle`).
 
-Everything is read with ``torch.load(weights_only=True)``: a checkpoint can hold tensors, numbers,
-strings and containers, never code. Our own format is
+Everything is read with ``torch.load(weights_only=True)`` (network pickles with a restricted unpickler of the same
+spirit): a checkpoint can hold tensors, numbers, strings and containers, never code. Our own format is
 ``{"format": FORMAT, "class": "BigGAN" | "StyleGAN2" | "LatentEncoder", "config": {...}, "state_dict": {...},
 "buffers": {...}, "meta": {...}}`` where ``buffers`` carries non-persistent tensors such as
 StyleGAN2's ``latent_avg``.
@@ -23,6 +24,7 @@ from helpers.core.modules import load_strict
 from helpers.core.paths import weights_dir
 from helpers.gans.base import Generator, prefer_channels_last
 from helpers.gans.biggan import ARCH, BOTTOM_WIDTH, BigGAN
+from helpers.gans.convert.ada_pickle import NetworkPickleError, load_generator
 from helpers.gans.encoder import LatentEncoder
 from helpers.gans.stylegan2 import StyleGAN2
 
@@ -135,5 +137,11 @@ def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") ->
     if not path.exists():
         hint = " (run download_all.sh for released weights)" if str(name_or_path) in KNOWN_FILES else ""
         raise CheckpointError(f"checkpoint not found: {path}{hint}")
-    model = from_object(read_checkpoint(path), str(path)).to(device).eval()
+    if path.suffix == ".pkl":
+        try:
+            model = load_generator(path).to(device).eval()
+        except NetworkPickleError as err:
+            raise CheckpointError(str(err)) from None
+    else:
+        model = from_object(read_checkpoint(path), str(path)).to(device).eval()
     return prefer_channels_last(model) if isinstance(model, Generator) else model
