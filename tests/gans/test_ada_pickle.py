@@ -215,7 +215,9 @@ class RefSynthesisNetwork(Persistent):
 
 
 class RefGenerator(Persistent):
-    def __init__(self, z_dim=8, c_dim=0, img_resolution=16, conv_clamp=None, architecture="skip", map_layers=2):
+    def __init__(
+        self, z_dim=8, c_dim=0, img_resolution=16, conv_clamp=None, architecture="skip", map_layers=2, channel_base=64
+    ):
         super().__init__()
         self.z_dim, self.c_dim, self.w_dim, self.img_resolution, self.img_channels = (
             z_dim,
@@ -224,8 +226,8 @@ class RefGenerator(Persistent):
             img_resolution,
             3,
         )
-        synthesis_kwargs = easydict(channel_base=64, channel_max=16, num_fp16_res=4, conv_clamp=conv_clamp)
-        self.synthesis = RefSynthesisNetwork(z_dim, img_resolution, 64, 16, conv_clamp, architecture)
+        synthesis_kwargs = easydict(channel_base=channel_base, channel_max=16, num_fp16_res=4, conv_clamp=conv_clamp)
+        self.synthesis = RefSynthesisNetwork(z_dim, img_resolution, channel_base, 16, conv_clamp, architecture)
         self.num_ws = self.synthesis.num_ws
         self.mapping = RefMappingNetwork(z_dim, c_dim, z_dim, self.num_ws, map_layers)
         self._init_args = ()
@@ -362,3 +364,29 @@ def test_other_architectures_are_refused_by_name(tmp_path):
     (tmp_path / "damaged.pkl").write_bytes(write_pickle(tmp_path / "ok.pkl", RefGenerator()).read_bytes()[:5000])
     with pytest.raises(NetworkPickleError, match="damaged.pkl is not a readable network pickle"):
         read_network_pickle(tmp_path / "damaged.pkl")
+
+
+@pytest.mark.notebooks
+def test_notebooks_take_a_network_pickle_by_path(tmp_path):
+    """Notebooks 03-06 on a 64-px ADA network given by path, at smoke size; notebook 05 from four annotations of it."""
+    from helpers.profiles import smoke_parameters
+    from helpers.runner import list_notebooks, run_notebook
+    from helpers.semantic_projection.annotations import AnnotationStore
+
+    torch.manual_seed(5)
+    path = write_pickle(tmp_path / "network.pkl", RefGenerator(z_dim=16, img_resolution=64, channel_base=256))
+    store = AnnotationStore.create(tmp_path / "store", path, "multiclass", ["background", "object", "part"])
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        mask = rng.integers(0, 3, (64, 64)).astype(np.uint8)
+        mask[:8] = store.ignore_value
+        store.save(mask, rng.standard_normal(16).astype(np.float32), noise_seed=int(rng.integers(2**31)))
+    notebooks = {nb.stem[:2]: nb for nb in list_notebooks()}
+    params = {**smoke_parameters(), "DEVICE": "cpu", "INTERACTIVE": False, "GENERATOR": str(path)}
+    extra = {
+        "04": {"MIN_CONSISTENCY": 0.0, "MAX_BORDER": 1.0},
+        "05": {"ANNOTATIONS": str(store.root), "CURVE_COUNTS": "2"},
+    }
+    for name in ("03", "04", "05", "06"):
+        run = run_notebook(notebooks[name], tmp_path / "results", {**params, **extra.get(name, {})}, timeout=600)
+        assert run.status == "passed", (name, run.error)
