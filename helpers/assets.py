@@ -40,6 +40,7 @@ from helpers.core.manifest import sha256_file
 from helpers.core.paths import embeddings_dir, resolve, weights_dir
 from helpers.gans.biggan import BigGAN
 from helpers.gans.checkpoints import from_object, read_checkpoint
+from helpers.gans.convert.ada_pickle import load_generator
 from helpers.gans.stylegan2 import StyleGAN2
 
 LOCK = "assets.lock.json"
@@ -130,6 +131,17 @@ def check_unet(path: Path) -> str:
     if shapes != ((64, 3, 3, 3), (2, 64, 1, 1)):
         raise ValueError(f"first/last conv shapes {shapes}, expected (64, 3, 3, 3) and (2, 64, 1, 1)")
     return f"U-Net state dict, {len(keys)} keys"
+
+
+def ada_check(resolution: int) -> Check:
+    """A check for a StyleGAN2-ADA network pickle: read safely, its G_ema builds our StyleGAN2 (strict load)."""
+
+    def check(path: Path) -> str:
+        model = load_generator(path)
+        other = "" if model.resolution == resolution else f", not the released {resolution} px"
+        return f"StyleGAN2-ADA network pickle {model.resolution} px{other}, G_ema loaded strictly"
+
+    return check
 
 
 def stylegan2_check(resolution: int) -> Check:
@@ -249,6 +261,17 @@ ASSETS: tuple[Asset, ...] = (
         "StyleGAN2 FFHQ 1024 px in SAIC's {'netGA', 'latent_avg'} format",
         _SAIC,
         _SAIC_MANUAL.format(file="ffhq.tar", folder="weights"),
+    ),
+    Asset(
+        "stylegan2-ada-ffhq",
+        "stylegan2-ada-ffhq.pkl",
+        "weights",
+        ("https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl",),
+        364,
+        None,
+        ada_check(1024),
+        "StyleGAN2 FFHQ 1024 px as NVlabs stylegan2-ada-pytorch publishes it (network pickle, read without its code)",
+        "https://github.com/NVlabs/stylegan2-ada-pytorch#pretrained-networks",
     ),
     Asset(
         "stylegan2-cars",

@@ -39,6 +39,7 @@ KNOWN_FILES = {
     "bigbigan": "BigBiGAN_x1.pth",
     "stylegan2-ffhq": "ffhq.tar",
     "stylegan2-cars": "cars.tar",
+    "stylegan2-ada-ffhq": "stylegan2-ada-ffhq.pkl",
 }
 
 

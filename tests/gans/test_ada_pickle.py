@@ -322,6 +322,17 @@ def test_load_by_path_and_the_converter(tmp_path):
     assert refused.returncode != 0 and "no conv clamp or class embedding" in refused.stderr
 
 
+def test_the_asset_check_of_the_released_network(tmp_path):
+    from helpers import assets
+
+    path = write_pickle(tmp_path / "network.pkl", RefGenerator())
+    assert assets.ada_check(16)(path) == "StyleGAN2-ADA network pickle 16 px, G_ema loaded strictly"
+    assert "16 px, not the released 1024 px" in assets.ada_check(1024)(path)
+    (tmp_path / "bad.pkl").write_bytes(pickle.dumps({"G_ema": None}))
+    with pytest.raises(NetworkPickleError, match="no generator under 'G_ema'"):
+        assets.ada_check(1024)(tmp_path / "bad.pkl")
+
+
 class RunsCode:
     """An object whose unpickling would run a shell command (the marker file proves whether it ran)."""
 
