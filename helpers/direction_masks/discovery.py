@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from helpers.core import distributed
+from helpers.core.modules import weights_fingerprint
 from helpers.core.runs import RunFolder, deadline
 from helpers.core.runtime import amp_dtype, autocast
 from helpers.gans.base import Generator
@@ -185,6 +186,7 @@ class DirectionDiscovery:
         self.opt_r = torch.optim.Adam(self.reconstructor.parameters(), lr=config.lr)
         self.rng = torch.Generator().manual_seed(config.seed)
         self.step = 0
+        self.generator = weights_fingerprint(self.G)  # a run folder serves one generator
         self.run = RunFolder(self.run_dir, RESUMABLE_CHANGES)
         if self.run.has_checkpoint():
             self._resume()
@@ -198,6 +200,7 @@ class DirectionDiscovery:
             "opt_a": self.opt_a.state_dict(),
             "opt_r": self.opt_r.state_dict(),
             "rng": self.rng.get_state(),
+            "generator": self.generator,
         }
 
     def save_checkpoint(self) -> None:
@@ -205,7 +208,14 @@ class DirectionDiscovery:
         self.run.save(self._state())
 
     def _resume(self) -> None:
-        state = self.run.resume(asdict(self.config))
+        state = self.run.resume(
+            asdict(self.config),
+            clash=lambda s: (
+                "was written with a different configuration"
+                + (" or generator" if s.get("generator") != self.generator else "")
+            ),
+            expect={"generator": self.generator},
+        )
         for name in ("deformator", "reconstructor", "opt_a", "opt_r"):
             getattr(self, name).load_state_dict(state[name])
         self.rng.set_state(state["rng"])

@@ -286,6 +286,11 @@ def encode_folder(
     try:
         if main:  # under torchrun rank 0 alone opens the file; every rank encodes its batches
             if not h5_path.exists():
+                if npy_path.exists():  # codes that no run of this function made, e.g. downloaded ones
+                    raise EmbeddingsMismatchError(
+                        f"{npy_path} exists without the {h5_path.name} that encode_folder writes beside its codes, "
+                        "so it is someone else's file and is not overwritten; pass a new out_path or move it away"
+                    )
                 _create(h5_path, names, attrs)
             f = _open_resumable(h5_path, names, attrs)
         todo = distributed.from_main(np.flatnonzero(f["status"][:] != ENCODED) if main else None)  # unreadable too

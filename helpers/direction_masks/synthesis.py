@@ -43,7 +43,7 @@ and up to rare near-tie pixels end to end.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -52,9 +52,11 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
+from helpers.core.modules import weights_fingerprint
 from helpers.direction_masks.direction_files import as_direction
 from helpers.gans.base import Generator, forward_chunk, prefer_channels_last, require_eval, to_uint8
 from helpers.segmentation.grabcut import grabcut_agreement
+from helpers.segmentation.sources import arrays_digest
 
 GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 HIST_BINS = 12
@@ -428,6 +430,24 @@ class MaskSynthesizer:
         """(images, masks) of training step ``step``: the batch-source protocol of ``helpers.segmentation``."""
         images, masks, _ = self.batch_at(step)
         return images, masks
+
+    def record(self) -> dict:
+        """What determines the batches (`helpers.segmentation.sources.source_record`): generator weights, direction,
+        rules, latent source, seed and batch size."""
+        embeddings = self.embeddings
+        if isinstance(embeddings, np.memmap):
+            embeddings = {"file": str(embeddings.filename), "shape": list(embeddings.shape)}
+        elif embeddings is not None:
+            embeddings = arrays_digest(np.asarray(embeddings.cpu() if isinstance(embeddings, Tensor) else embeddings))
+        return {
+            "generator": weights_fingerprint(self.G),
+            "direction": arrays_digest(self.direction.cpu().numpy()),
+            "rules": asdict(self.rules),
+            "embeddings": embeddings,
+            "z_noise": self.z_noise,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+        }
 
     def shard(self, shard_index: int, n: int) -> dict[str, np.ndarray]:
         """``n`` pairs for HDF5 shard ``shard_index`` (uint8 images and masks, float32 z), repeatable per shard."""

@@ -11,11 +11,12 @@ pair once in a seeded random order. ``augment`` is ``"none"``, ``"flip"`` (horiz
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from helpers.segmentation.dihedral import N_VIEWS, dihedral_pairs
 from helpers.segmentation.shards import ShardDataset
 
 Batch = tuple[Tensor, Tensor]
+SourceRecord = dict[str, Any]
 BatchSource = Callable[[int], Batch] | Callable[[], Batch] | Iterable[Batch]
 Augment = Literal["none", "flip", "dihedral"]
 _AUGMENTS = get_args(Augment)
@@ -67,6 +69,23 @@ class _EpochSampler:
     def views(self, step: int) -> np.ndarray:
         """The dihedral view (0-7, uniform) of each image of batch ``step``."""
         return np.random.default_rng([self.seed, step, _VIEW_STREAM]).integers(N_VIEWS, size=self.batch_size)
+
+
+def arrays_digest(*arrays: np.ndarray) -> str:
+    """sha256 (16 hex digits) of the arrays' shapes, dtypes and bytes: what a training run's data was."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        digest.update(f"{a.shape}{a.dtype}".encode())
+        digest.update(memoryview(a).cast("B"))
+    return digest.hexdigest()[:16]
+
+
+def source_record(source: BatchSource) -> SourceRecord | None:
+    """What determines the batches of ``source`` (its ``record()``), recorded in a training checkpoint so that a
+    run folder is never resumed on other data; None for sources that cannot say."""
+    record = getattr(source, "record", None)
+    return record() if callable(record) else None
 
 
 def check_label_shape(images: np.ndarray, labels: np.ndarray) -> None:
@@ -116,6 +135,17 @@ class ArrayBatches:
         idx = self.sampler.indices(step)
         return _to_batch(self.images[idx], self.labels[idx], self.sampler, step, self.augment)
 
+    def record(self) -> SourceRecord:
+        """The arrays' digest, batch size, seed and augmentation."""
+        sampler = self.sampler
+        return {
+            "arrays": arrays_digest(self.images, self.labels),
+            "n": len(self.images),
+            "batch_size": sampler.batch_size,
+            "seed": sampler.seed,
+            "augment": self.augment,
+        }
+
 
 class ShardBatches:
     """Seeded batches from a shard folder (see `write_shards`): held in memory when the two arrays take at most
@@ -148,6 +178,18 @@ class ShardBatches:
         idx = self.sampler.indices(step)
         rows = {k: a[idx] for k, a in self.arrays.items()} if self.arrays else self.shards.read(idx, self.keys)
         return _to_batch(rows[self.keys[0]], rows[self.keys[1]], self.sampler, step, self.augment)
+
+    def record(self) -> SourceRecord:
+        """The shard folder's manifest (how its pairs were made), the keys, batch size, seed and augmentation."""
+        shards, sampler = self.shards, self.sampler
+        manifest = {"n_total": shards.n_total, "shard_size": shards.shard_size, "attrs": shards.attrs}
+        return {
+            "shards": manifest,
+            "keys": list(self.keys),
+            "batch_size": sampler.batch_size,
+            "seed": sampler.seed,
+            "augment": self.augment,
+        }
 
 
 def batch_function(source: BatchSource) -> Callable[[int], Batch]:

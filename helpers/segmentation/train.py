@@ -15,6 +15,7 @@ normalised by the global batch's labelled pixels, so N processes take the same s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from helpers.core import distributed
 from helpers.core.io import save_torch
 from helpers.core.runs import RunFolder, deadline
 from helpers.core.runtime import AMP_MODES, amp_dtype, autocast
-from helpers.segmentation.sources import Batch, BatchSource, batch_function
+from helpers.segmentation.sources import Batch, BatchSource, SourceRecord, batch_function, source_record
 
 RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every", "validate_every", "amp"}  # may differ on resume
 Validation = Callable[[nn.Module], dict[str, float]]
@@ -107,6 +108,7 @@ class SegmentationTrainer:
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.opt, self.settings.lr_step, self.settings.lr_gamma)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.step = 0
+        self.source: SourceRecord | None = None  # what the batches of this run are (`source_record`)
         self.run = RunFolder(self.run_dir, RESUMABLE_CHANGES)
         if self.run.has_checkpoint():
             self._resume()
@@ -124,6 +126,7 @@ class SegmentationTrainer:
             "model_class": type(self.model).__qualname__,
             "model_shapes": model_shapes(self.model),
             "rng": torch.get_rng_state(),
+            "source": self.source,
         }
 
     def save_checkpoint(self) -> Path:
@@ -154,6 +157,7 @@ class SegmentationTrainer:
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
         self.step = state["step"]
+        self.source = state.get("source")
 
     def train_step(self, x: Tensor, y: Tensor, whole_batch: bool = True) -> float:
         """One Adam update on batch (x, y) and one scheduler step; returns the loss. Under torchrun (x, y) is the
@@ -216,6 +220,7 @@ class SegmentationTrainer:
         """
         settings = self.settings
         steps = settings.steps if steps is None else steps
+        self._check_source(source_record(source))
         parts = distributed.active() and hasattr(source, "part")
         if parts:
             rank, ranks = distributed.rank(), distributed.world_size()
@@ -255,6 +260,20 @@ class SegmentationTrainer:
                 self.save_checkpoint()
         distributed.barrier()  # the checkpoint is there for every rank
         return self.step
+
+    def _check_source(self, record: SourceRecord | None) -> None:
+        """Records the source of a new run; refuses to go on (or to stand for a finished run) with other data."""
+        if record is None:
+            return
+        record = json.loads(json.dumps(record, default=str))  # as stored and read back
+        if self.source is None or self.step == 0:
+            self.source = record
+        elif record != self.source:
+            differing = sorted(k for k in record.keys() | self.source.keys() if record.get(k) != self.source.get(k))
+            raise ValueError(
+                f"{self.run.checkpoint_path} was trained on other data or batches (differing: {differing}); use a "
+                f"new run folder or the same data.\n  checkpoint: {self.source}\n  requested:  {record}"
+            )
 
     def export(self, path: str | Path) -> Path:
         """Writes the model's state dict (CPU tensors) atomically, like the reference ``segmentation.pth``."""

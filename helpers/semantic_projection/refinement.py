@@ -29,6 +29,7 @@ from helpers.core.modules import weights_fingerprint
 from helpers.core.runs import RunFolder
 from helpers.gans.base import Generator
 from helpers.segmentation import SegmentationSettings, SegmentationTrainer, UNet, dihedral_pairs, images_to_input
+from helpers.segmentation.sources import arrays_digest
 from helpers.semantic_projection.decoder import predict
 from helpers.semantic_projection.fitting import IGNORE_INDEX, FitConfig, LabelledLatent, fit, samples_fingerprint
 
@@ -109,6 +110,14 @@ class DihedralBatches:
     def __init__(self, held_out: HeldOut, batch_size: int, seed: int = 0):
         self.x, self.y = refiner_input(held_out.images, held_out.probs), torch.from_numpy(held_out.labels)
         self.batch_size, self.seed = batch_size, seed
+
+    def record(self) -> dict:
+        """What determines the batches (`helpers.segmentation.sources.source_record`)."""
+        return {
+            "held_out": arrays_digest(self.x.numpy(), self.y.numpy()),
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+        }
 
     def __call__(self, step: int) -> tuple[Tensor, Tensor]:
         """Batch number ``step`` (the same for the same seed and step)."""

@@ -266,6 +266,16 @@ def test_two_processes_encode_as_one_and_finish_an_interrupted_file(folder: Path
     np.testing.assert_allclose(np.load(tmp_path / "part.npy"), one.z, rtol=1e-5, atol=1e-6)
 
 
+def test_codes_made_elsewhere_are_never_overwritten(folder: Path, tmp_path: Path) -> None:
+    """A .npy of the same name without encode_folder's .h5 (e.g. the downloaded BigBiGAN embeddings) is refused."""
+    theirs = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.save(tmp_path / "BigBiGAN_CUB_train_z.npy", theirs)
+    with pytest.raises(EmbeddingsMismatchError, match="BigBiGAN_CUB_train_z.npy exists without the .* not overwritten"):
+        encode_quietly(folder, tiny_encoder(), tmp_path / "BigBiGAN_CUB_train_z.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "BigBiGAN_CUB_train_z.npy"), theirs)
+    assert not (tmp_path / "BigBiGAN_CUB_train_z.h5").exists()
+
+
 def test_other_encoder_is_refused_and_file_kept(folder: Path, tmp_path: Path) -> None:
     encode_quietly(folder, tiny_encoder(seed=0), tmp_path / "out")
     before = (tmp_path / "out.h5").read_bytes()

@@ -438,3 +438,42 @@ def test_predict_proba_restores_mode_and_evaluate_perfect_model():
     ]
     scores = evaluate_folder(Oracle(), dataset, resize_to=32, limit=4, progress=False)
     assert scores["n_images"] == 4 and scores["iou"] > 0.95
+
+
+def test_a_run_folder_refuses_other_data_or_batches(tmp_path):
+    """Resuming (or reusing a finished run) on other images, another batch size or other shards is refused, naming
+    what differs; the same source goes on."""
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8), rng.integers(0, 2, (10, 32, 32)) > 0
+    settings = SegmentationSettings(steps=2, checkpoint_every=1, amp="off")
+
+    def trainer():
+        torch.manual_seed(0)
+        return SegmentationTrainer(tmp_path / "run", UNet(width=4), settings)
+
+    trainer().train(ArrayBatches(images, labels, 4), progress=False)
+    assert trainer().train(ArrayBatches(images, labels, 4), progress=False) == 2  # the same data: reused
+    with pytest.raises(ValueError, match=r"other data or batches \(differing: \['batch_size'\]\)"):
+        trainer().train(ArrayBatches(images, labels, 8), progress=False)
+    with pytest.raises(ValueError, match=r"differing: \['arrays'\]"):
+        trainer().train(ArrayBatches(images[::-1].copy(), labels, 4), progress=False)
+    with pytest.raises(ValueError, match=r"differing: \['arrays', 'n'\]"):
+        trainer().train(ArrayBatches(images[:8], labels[:8], 4), progress=False)
+    # shards made another way
+    for name, attrs in [("a", {"seed": 0}), ("b", {"seed": 1})]:
+        write_shards(
+            tmp_path / name,
+            8,
+            lambda i, n: {"images": images[:n], "masks": labels[:n]},
+            shard_size=4,
+            attrs=attrs,
+            progress=False,
+        )
+    torch.manual_seed(0)
+    SegmentationTrainer(tmp_path / "shards_run", UNet(width=4), settings).train(
+        ShardBatches(tmp_path / "a", 4), progress=False
+    )
+    with pytest.raises(ValueError, match=r"differing: \['shards'\]"):
+        SegmentationTrainer(tmp_path / "shards_run", UNet(width=4), settings).train(
+            ShardBatches(tmp_path / "b", 4), progress=False
+        )
