@@ -122,8 +122,39 @@ class SizeMismatchError(FolderDatasetError):
         super().__init__(f"{len(mismatches)} image/mask size mismatch(es) (WxH):" + _listing(lines))
 
 
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I")
+
+
 def threshold_mask(mask: Image.Image, threshold: float = 0.5) -> np.ndarray:
-    """Reference rule: RGB channel 0 scaled to [0, 1] (float32, like ToTensor) >= threshold is foreground."""
+    """Reference rule: RGB channel 0 scaled to [0, 1] (float32, like ToTensor) >= threshold is foreground, after
+    detecting the encoding, so that no mask is silently read as all background:
+
+    * 0/1 masks (a lossless file whose values are exactly 0 and 1, 8- or 16-bit, or palette indices 0 and 1 whose
+      colours the reference rule reads as one class): 1 is the object;
+    * 16-bit masks: values up to 255 are read as 8-bit, 0 ... 65535 scaled by 65535; other 16-bit ranges are
+      refused (ValueError) as ambiguous;
+    * everything else (0/255, soft 8-bit masks, colour and palette masks): the reference rule as it is.
+    """
+    lossless = mask.format != "JPEG"  # JPEG noise puts stray 1s into black masks
+    if mask.mode in SIXTEEN_BIT_MODES:
+        raw = np.asarray(mask).astype(np.int64)
+        top = int(raw.max(initial=0))
+        if raw.min(initial=0) < 0 or 255 < top < 65535:
+            raise ValueError(
+                f"a {mask.mode} mask with values {int(raw.min())} ... {top}: neither 0/1, 0/255 nor 0/65535, "
+                "so which pixels are the object is ambiguous"
+            )
+        if lossless and top == 1:
+            return raw == 1
+        return raw.astype(np.float32) / np.float32(255 if top <= 255 else 65535) >= threshold
+    if lossless and mask.mode in ("L", "P", "LA", "RGB", "RGBA"):
+        raw = np.asarray(mask)
+        raw = raw if raw.ndim == 2 else raw[..., 0]  # palette indices, grey levels or channel 0
+        if raw.max(initial=0) == 1:  # values (or palette indices) exactly 0 and 1
+            reference = np.asarray(mask.convert("RGB"))[..., 0].astype(np.float32) / np.float32(255) >= threshold
+            if mask.mode != "P" or reference.all() or not reference.any():
+                return raw == 1
+            return reference
     red = np.asarray(mask.convert("RGB"))[..., 0]
     return red.astype(np.float32) / np.float32(255) >= threshold
 
@@ -182,7 +213,9 @@ def _decode(path: Path) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()
-            return img.copy()
+            decoded = img.copy()
+            decoded.format = img.format  # what the mask rules need to know (a copy has none)
+            return decoded
     except Exception as err:  # Pillow decoders raise OSError, SyntaxError, ValueError, EOFError, ...
         raise UnreadableFilesError([(path, f"{type(err).__name__}: {err}")]) from err
 
@@ -246,7 +279,11 @@ class ImageMaskFolder:
         image, mask = _decode(image_path), _decode(mask_path)
         if image.size != mask.size:
             raise SizeMismatchError([(image_path, image.size, mask_path, mask.size)])
-        return Sample(np.array(image.convert("RGB")), self.mask_rule(mask), name)
+        try:
+            foreground = self.mask_rule(mask)
+        except ValueError as err:
+            raise FolderDatasetError(f"{mask_path}: {err}") from err
+        return Sample(np.array(image.convert("RGB")), foreground, name)
 
     def verify(self) -> None:
         """Decode every file once; raise one error listing all unreadable files, else all size mismatches."""

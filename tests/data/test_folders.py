@@ -197,6 +197,42 @@ def test_threshold_rule_is_channel0_at_least_half() -> None:
     np.testing.assert_array_equal(threshold_mask(palette), [[False, True]])
 
 
+@pytest.mark.parametrize(
+    "array, mode",
+    [
+        (np.array([[0, 1, 1, 0]], np.uint8), "L"),  # 0/1, 8-bit
+        (np.array([[0, 1, 1, 0]], np.uint16), "I;16"),  # 0/1, 16-bit
+        (np.array([[0, 65535, 65535, 0]], np.uint16), "I;16"),  # 0/65535
+        (np.array([[0, 255, 255, 0]], np.uint16), "I;16"),  # 0/255 stored in 16 bits
+        (np.array([[0, 255, 255, 0]], np.uint8), "L"),  # 0/255 (the benchmarks' own)
+        (np.array([[[0, 0, 0], [1, 1, 1], [1, 1, 1], [0, 0, 0]]], np.uint8), "RGB"),  # 0/1 in colour
+    ],
+)
+def test_mask_encodings_are_detected(tmp_path, array, mode) -> None:
+    """A 0/1 mask read as all background would score an all-background model IoU 1; every encoding gives the object."""
+    path = tmp_path / "mask.png"
+    Image.fromarray(array, mode if mode != "I;16" else None).save(path)
+    with Image.open(path) as mask:
+        mask.load()
+        np.testing.assert_array_equal(threshold_mask(mask), [[False, True, True, False]])
+
+
+def test_ambiguous_and_jpeg_masks(tmp_path) -> None:
+    ambiguous = Image.fromarray(np.array([[0, 1000, 1000, 0]], np.uint16))
+    with pytest.raises(ValueError, match="neither 0/1, 0/255 nor 0/65535"):
+        threshold_mask(ambiguous)
+    noisy = Image.fromarray(np.array([[0, 1, 1, 0]], np.uint8))  # a black JPEG mask with compression noise
+    noisy.format = "JPEG"
+    np.testing.assert_array_equal(threshold_mask(noisy), [[False, False, False, False]])
+    # in a folder, the error names the file
+    for sub in ("images", "ground_truth_mask"):
+        (tmp_path / "ECSSD" / sub).mkdir(parents=True)
+    Image.fromarray(np.zeros((1, 4, 3), np.uint8)).save(tmp_path / "ECSSD" / "images" / "0001.jpg")
+    ambiguous.save(tmp_path / "ECSSD" / "ground_truth_mask" / "0001.png")
+    with pytest.raises(FolderDatasetError, match=r"0001.png: a I;16 mask with values 0 ... 1000"):
+        open_benchmark("ECSSD", tmp_path / "ECSSD")[0]
+
+
 def test_flowers_rule_treats_noisy_blue_as_background() -> None:
     pixels = np.array([[[0, 0, 254], [3, 2, 250], [20, 10, 235], [40, 60, 200], [200, 30, 40], [0, 0, 140]]])
     np.testing.assert_array_equal(
