@@ -68,3 +68,14 @@ def verify(folder: str | os.PathLike) -> list[str]:
         elif sha256_file(path) != entry["sha256"]:
             problems.append(f"{path}: sha256 differs from {MANIFEST} (file changed or corrupt)")
     return problems
+
+
+def refuse_replacing(folder: str | os.PathLike, names: list[str], replace: bool = False) -> None:
+    """A FileExistsError, before any work, when writing ``names`` into ``folder`` would replace files its manifest
+    lists (shipped files) and ``replace`` is not set."""
+    shipped = [name for name in names if name in read_manifest(folder) and (Path(folder) / name).exists()]
+    if shipped and not replace:
+        raise FileExistsError(
+            f"{Path(folder)} holds the shipped {', '.join(shipped)} (listed in its {MANIFEST}); this run would "
+            "replace them. Export elsewhere, or allow it explicitly (REPLACE_SHIPPED = True in the training notebook)"
+        )

@@ -44,3 +44,19 @@ def test_default_encoder_matches_the_default_biggan():
         z_hat = encoder(biggan(z))
     # better than guessing the prior mean, whose error is 1 per coordinate (the shipped encoder is at 0.90)
     assert torch.nn.functional.mse_loss(z_hat, z).item() < 0.95
+
+
+def test_an_export_never_replaces_shipped_files_unless_allowed(tmp_path):
+    from helpers.core.manifest import record, refuse_replacing
+    from helpers.core.paths import weights_dir
+
+    names = ["default_biggan.pt", "default_stylegan2.pt", "default_biggan_encoder.pt"]
+    with pytest.raises(FileExistsError, match="holds the shipped default_biggan.pt, default_stylegan2.pt"):
+        refuse_replacing(weights_dir(), names)  # the training notebook's default WEIGHTS_OUT
+    refuse_replacing(weights_dir(), names, replace=True)
+    refuse_replacing(tmp_path, names)  # an empty folder
+    (tmp_path / "default_biggan.pt").write_bytes(b"mine")
+    refuse_replacing(tmp_path, names)  # a file of one's own, not in a manifest
+    record(tmp_path / "default_biggan.pt", {})
+    with pytest.raises(FileExistsError, match="REPLACE_SHIPPED"):
+        refuse_replacing(tmp_path, names)
