@@ -22,7 +22,6 @@ and the error.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
 import time
@@ -34,6 +33,7 @@ import nbformat
 import papermill
 
 from helpers.core.io import write_json, write_text
+from helpers.core.parameters import declared_parameters
 from helpers.core.paths import notebooks_dir, resolve
 from helpers.preflight import BENCHMARK, PlannedRun, Preflight
 from helpers.preflight import check as preflight_check
@@ -85,15 +85,6 @@ def list_notebooks(folder: Path | None = None) -> list[Path]:
     return sorted(folder.glob("[0-9]*.ipynb"))
 
 
-def default_parameters(notebook: Path) -> dict[str, Any]:
-    """The literal values assigned in the notebook's cell tagged 'parameters', by name."""
-    found = papermill.inspect_notebook(str(notebook))
-    try:
-        return {name: ast.literal_eval(p["default"]) for name, p in found.items()}
-    except (ValueError, SyntaxError) as err:
-        raise ValueError(f"{notebook}: the parameters cell must assign literals only ({err})") from err
-
-
 def _failure_message(notebook: Path, err: papermill.PapermillExecutionError, executed: Path) -> str:
     """Names the failing cell as it is in the source notebook: 1-based position and first line."""
     cells = nbformat.read(notebook, as_version=4).cells
@@ -121,7 +112,7 @@ def run_notebook(
     name = name or notebook.stem
     out_dir, executed = results / name, results / "executed" / f"{name}.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
-    defaults = default_parameters(notebook)
+    defaults = declared_parameters(notebook)
     given = {k: v for k, v in {**params, "OUT_DIR": str(out_dir)}.items() if k in defaults}
     run = NotebookRun(notebook.name, name, "passed", 0.0, str(executed), str(out_dir), {**defaults, **given}, given)
     write_json(out_dir / "parameters.json", run.parameters)
@@ -156,7 +147,7 @@ def plan_runs(
     (``gpus`` goes to the notebooks with a GPUS parameter)."""
     planned = []
     for nb in notebooks:
-        defaults = default_parameters(nb)
+        defaults = declared_parameters(nb)
         for variant in (profile.variants(nb.stem) if profile else []) or [None]:
             name = nb.stem + (f"@{variant}" if variant else "")
             values = {
@@ -278,7 +269,7 @@ def run_all(
             raise ValueError(f"no notebook matches {unknown}; available: {[nb.stem for nb in notebooks]}")
         notebooks = [nb for nb in notebooks if any(nb.stem.startswith(name) for name in only)]
     every = [nb for nb in (folder or notebooks_dir()).rglob("*.ipynb") if ".ipynb_checkpoints" not in nb.parts]
-    declared = {nb.stem: set(default_parameters(nb)) for nb in {*every, *notebooks}}  # what profiles may name
+    declared = {nb.stem: set(declared_parameters(nb)) for nb in {*every, *notebooks}}  # what profiles may name
     for checked in filter(None, [chosen, load_profile("smoke") if smoke else None]):
         checked.check(declared)
     profile_name = chosen.name if chosen else "default"

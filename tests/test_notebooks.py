@@ -10,9 +10,10 @@ import papermill
 import pytest
 import torch
 
+from helpers.core.parameters import declared_parameters
 from helpers.core.paths import notebooks_dir
 from helpers.profiles import available, load_profile, smoke_parameters
-from helpers.runner import default_parameters, list_notebooks, run_all
+from helpers.runner import list_notebooks, run_all
 
 TRAINING_NOTEBOOK = notebooks_dir() / "training" / "train_default_gans.ipynb"  # makes weights/, not in the run
 NOTEBOOKS = [*list_notebooks(), TRAINING_NOTEBOOK]
@@ -56,7 +57,7 @@ def test_papermill_sees_every_parameter(path):
 
 @pytest.mark.parametrize("name", available())
 def test_every_profile_names_existing_notebooks_and_parameters(name):
-    load_profile(name).check({p.stem: set(default_parameters(p)) for p in NOTEBOOKS})
+    load_profile(name).check({p.stem: set(declared_parameters(p)) for p in NOTEBOOKS})
 
 
 @pytest.fixture(scope="session")
