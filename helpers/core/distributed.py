@@ -140,12 +140,12 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
-def init_from_env() -> None:
-    """Joins the process group torchrun describes in the environment (RANK, WORLD_SIZE, MASTER_ADDR, ...):
-    NCCL with one GPU per local rank when CUDA is present, else gloo."""
+def init_from_env(backend: str = "gloo") -> None:
+    """Joins the process group torchrun describes in the environment (RANK, WORLD_SIZE, MASTER_ADDR, ...): NCCL with
+    one GPU per local rank, or gloo between CPU processes."""
     if dist.is_initialized():
         return
-    if torch.cuda.is_available():
+    if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl", device_id=torch.device("cuda", torch.cuda.current_device()))
     else:
@@ -161,8 +161,9 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are those of the global batch over all ranks, on any device.
 
     torch.nn.SyncBatchNorm (used on GPUs) does not run on the CPU; this one all-reduces the per-channel sums
-    through the differentiable ``torch.distributed.nn`` collectives, so CPU processes (gloo) train exactly as
-    one process on the whole batch. Outside a process group, or in eval mode, it is BatchNorm2d.
+    through torch's differentiable functional collectives (a sum's gradient is summed over the ranks), so CPU
+    processes (gloo) train exactly as one process on the whole batch. Outside a process group, or in eval mode, it
+    is BatchNorm2d.
     """
 
     def forward(self, x: Tensor) -> Tensor:
@@ -191,48 +192,57 @@ def sync_batch_norm(model: nn.Module) -> nn.Module:
     `SyncBatchNorm2d`); the state dict keeps its keys and values."""
     if any(p.is_cuda for p in model.parameters()):
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    for name, child in model.named_modules():
-        for key, grandchild in list(child.named_children()):
-            if type(grandchild) is nn.BatchNorm2d:
-                synced = SyncBatchNorm2d(
-                    grandchild.num_features, grandchild.eps, grandchild.momentum, grandchild.affine
-                )
-                synced.load_state_dict(grandchild.state_dict())
-                setattr(child, key, synced)
+    for parent in list(model.modules()):
+        for key, bn in list(parent.named_children()):
+            if type(bn) is nn.BatchNorm2d:
+                synced = SyncBatchNorm2d(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+                synced.load_state_dict(bn.state_dict())
+                for name, param in bn.named_parameters(recurse=False):  # frozen stays frozen
+                    synced.get_parameter(name).requires_grad_(param.requires_grad)
+                setattr(parent, key, synced.train(bn.training))
     return model
 
 
-def check_nproc(nproc: int) -> None:
-    """A ValueError unless ``nproc`` is a process count this machine can run: at least 1, and with CUDA at most one
-    per GPU (CPU processes, without CUDA, are not limited)."""
+def backend_for(device: torch.device | str) -> str:
+    """The process-group backend for ranks on ``device``'s type: NCCL for CUDA, else gloo (CPU processes)."""
+    return "nccl" if torch.device(device).type == "cuda" else "gloo"
+
+
+def check_nproc(nproc: int, device: torch.device | str = "cpu") -> None:
+    """A ValueError unless ``nproc`` is a process count this machine can run on ``device``'s type: at least 1, and
+    on CUDA at most one per GPU (CPU processes are not limited)."""
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         raise ValueError(f"the number of processes (GPUS) must be an integer of at least 1; got {nproc!r}")
-    if torch.cuda.is_available() and nproc > torch.cuda.device_count():
+    if backend_for(device) == "nccl" and nproc > torch.cuda.device_count():
         raise ValueError(f"{nproc} processes asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
 
 
-def write_job(job: Callable[[], Any], folder: str | os.PathLike, nproc: int) -> list[str]:
-    """Saves ``job`` as ``folder/job.pt`` and returns the command that runs it on ``nproc`` local ranks."""
-    check_nproc(nproc)
+def write_job(
+    job: Callable[[], Any], folder: str | os.PathLike, nproc: int, device: torch.device | str = "cpu"
+) -> list[str]:
+    """Saves ``job`` as ``folder/job.pt`` and returns the command that runs it on ``nproc`` local ranks of
+    ``device``'s type (one GPU each for CUDA, else CPU processes)."""
+    check_nproc(nproc, device)
     path = Path(folder).resolve() / "job.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         torch.save(job, tmp)
     return [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-        "-m", "helpers.core.distributed", str(path),
+        "-m", "helpers.core.distributed", str(path), "--backend", backend_for(device),
     ]  # fmt: skip
 
 
-def launch(job: Callable[[], Any], nproc: int, folder: str | os.PathLike) -> None:
-    """Runs ``job()`` on ``nproc`` ranks of this machine through torchrun and waits for it.
+def launch(job: Callable[[], Any], nproc: int, folder: str | os.PathLike, device: torch.device | str = "cpu") -> None:
+    """Runs ``job()`` on ``nproc`` ranks of this machine through torchrun and waits for it: one GPU per rank when
+    ``device`` is a CUDA device, else CPU processes (whatever hardware the machine has).
 
     ``job`` (e.g. a functools.partial of a module-level function) is saved as ``folder/job.pt``; each rank loads
     it with its tensors on the rank's device and calls it. torchrun gives each rank one CPU thread unless
     OMP_NUM_THREADS says otherwise. The ranks' output is printed here; a failing rank fails the launch with the
     end of that output in the error.
     """
-    command = write_job(job, folder, nproc)
+    command = write_job(job, folder, nproc, device)
     # the ranks' output goes through this process's stdout, so that a notebook cell shows it
     process = subprocess.Popen(
         command, cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -255,22 +265,22 @@ def launch(job: Callable[[], Any], nproc: int, folder: str | os.PathLike) -> Non
         )
 
 
-def on_ranks(job: Callable[[], T], nproc: int, folder: str | os.PathLike) -> T:
+def on_ranks(job: Callable[[], T], nproc: int, folder: str | os.PathLike, device: torch.device | str = "cpu") -> T:
     """``job()`` in this process, after running it on ``nproc`` torchrun ranks first when ``nproc`` > 1.
 
     For resumable steps (shards, training runs): the ranks do the work into the step's folders, and this process's
     call then finds them complete and loads them, so a notebook gets the same objects either way. ``folder`` holds
     the job file.
     """
-    check_nproc(nproc)
+    check_nproc(nproc, device)
     if nproc > 1:
-        launch(job, nproc, folder)
+        launch(job, nproc, folder, device)
     return job()
 
 
-def run_job(path: str | os.PathLike) -> Any:
+def run_job(path: str | os.PathLike, backend: str = "gloo") -> Any:
     """One rank's part of a launched job: joins the group, loads the job onto this rank's device, runs it."""
-    init_from_env()
+    init_from_env(backend)
     try:
         job = torch.load(path, map_location=device(), weights_only=False)  # written by `launch` on this machine
         return job()
@@ -284,7 +294,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Runs a job file written by helpers.core.distributed.launch on every rank.",
     )
     parser.add_argument("job", type=Path, help="the job.pt file")
-    run_job(parser.parse_args(argv).job)
+    parser.add_argument("--backend", choices=["nccl", "gloo"], default="nccl" if torch.cuda.is_available() else "gloo")
+    args = parser.parse_args(argv)
+    run_job(args.job, args.backend)
 
 
 if __name__ == "__main__":

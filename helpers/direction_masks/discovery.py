@@ -208,14 +208,12 @@ class DirectionDiscovery:
         self.run.save(self._state())
 
     def _resume(self) -> None:
-        state = self.run.resume(
-            asdict(self.config),
-            clash=lambda s: (
-                "was written with a different configuration"
-                + (" or generator" if s.get("generator") != self.generator else "")
-            ),
-            expect={"generator": self.generator},
-        )
+        state = self.run.resume(asdict(self.config))
+        if state.get("generator", self.generator) != self.generator:
+            raise ValueError(
+                f"{self.run.checkpoint_path} was written with a different generator (weights "
+                f"{state['generator']}, now {self.generator}); use a new run folder or the same generator"
+            )
         for name in ("deformator", "reconstructor", "opt_a", "opt_r"):
             getattr(self, name).load_state_dict(state[name])
         self.rng.set_state(state["rng"])

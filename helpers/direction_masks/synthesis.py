@@ -327,9 +327,17 @@ class MaskSynthesizer:
     def __getstate__(self) -> dict:
         """Pickled for other processes (`helpers.core.distributed.launch`): memory-mapped embeddings by file name."""
         state = self.__dict__.copy()
-        if isinstance(self.embeddings, np.memmap):
+        if self._mapped_file():
             state["embeddings"] = _MappedFile(str(self.embeddings.filename))
         return state
+
+    def _mapped_file(self) -> bool:
+        """Whether the embeddings are a whole memory-mapped .npy file (a slice of one is pickled as its rows)."""
+        embeddings = self.embeddings
+        if not isinstance(embeddings, np.memmap) or not embeddings.filename:
+            return False
+        whole = np.load(embeddings.filename, mmap_mode="r")
+        return whole.shape == embeddings.shape and whole.offset == embeddings.offset
 
     def __setstate__(self, state: dict) -> None:
         if isinstance(state["embeddings"], _MappedFile):
@@ -435,7 +443,7 @@ class MaskSynthesizer:
         """What determines the batches (`helpers.segmentation.sources.source_record`): generator weights, direction,
         rules, latent source, seed and batch size."""
         embeddings = self.embeddings
-        if isinstance(embeddings, np.memmap):
+        if self._mapped_file():  # named, not read in full
             embeddings = {"file": str(embeddings.filename), "shape": list(embeddings.shape)}
         elif embeddings is not None:
             embeddings = arrays_digest(np.asarray(embeddings.cpu() if isinstance(embeddings, Tensor) else embeddings))

@@ -449,7 +449,7 @@ class LayerMatchTrainer(PretrainTrainer):
         self.variances: dict[str, float] = {}
 
     def start(self) -> None:
-        """Estimates the per-layer normalisers v_l on the fixed batch."""
+        """Estimates the per-layer normalisers v_l on the fixed batch (rank 0's for every rank under torchrun)."""
         self.variances = feature_variances(
             self.G,
             self.config.layers,
@@ -457,6 +457,7 @@ class LayerMatchTrainer(PretrainTrainer):
             self.config.seed + NORM_SEED_OFFSET,
             self.config.truncation,
         )
+        self.variances = distributed.from_main(self.variances)
 
     def extra_state(self) -> dict[str, Any]:
         """The normalisers v_l, so that a resumed run divides by the same numbers."""

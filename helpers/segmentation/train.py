@@ -171,7 +171,7 @@ class SegmentationTrainer:
             if x.shape[0] < ranks:
                 raise ValueError(f"a global batch of {x.shape[0]} cannot be split over {ranks} processes")
             labelled = y.numel() if ignore is None else int((y != ignore).sum())
-            x, y = x.chunk(ranks)[distributed.rank()], y.chunk(ranks)[distributed.rank()]
+            x, y = x.tensor_split(ranks)[distributed.rank()], y.tensor_split(ranks)[distributed.rank()]
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True).long()
         x = x.contiguous(memory_format=self.memory_format)
         if ranks > 1 and not whole_batch:

@@ -109,6 +109,7 @@ class ProjectionPipeline:
             ),
             self.gpus,
             self.out / "jobs",
+            self.device,
         )
         settings = self.unet.settings(steps)
         batches = ShardBatches(shards, self.unet.batch, seed=seed, augment=self.unet.augment)
@@ -119,7 +120,7 @@ class ProjectionPipeline:
         )
         run_dir = self.out / "unets" / f"{data_tag}_s{steps}_{unet_tag}"
         trainer = on_ranks(
-            partial(train_job, run_dir, unet, settings, batches, self.device), self.gpus, self.out / "jobs"
+            partial(train_job, run_dir, unet, settings, batches, self.device), self.gpus, self.out / "jobs", self.device
         )
         return ProjectionRun(fitted, refiner, shards, trainer)
 

@@ -44,7 +44,7 @@ def test_sharded_generation_matches_one_process_and_redoes_only_missing_shards(t
     assert _files(two) == _files(one)
 
 
-def _unet_job(tmp_path, steps, name):
+def _unet_job(tmp_path, steps, name, batch_size=6):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 3, (12, 32, 32)).astype(np.uint8)
@@ -54,7 +54,7 @@ def _unet_job(tmp_path, steps, name):
     )
     torch.manual_seed(0)
     model = UNet(n_classes=3, width=4)
-    source = ArrayBatches(images, labels, batch_size=6, seed=0, augment="dihedral")
+    source = ArrayBatches(images, labels, batch_size=batch_size, seed=0, augment="dihedral")
     return functools.partial(train_job, tmp_path / name, model, settings, source, progress=False)
 
 
@@ -163,3 +163,11 @@ def test_a_bad_process_count_is_refused_before_any_work(nproc, tmp_path):
     with pytest.raises(ValueError, match="integer of at least 1"):
         distributed.on_ranks(lambda: calls.append(1), nproc, tmp_path)
     assert not calls and not (tmp_path / "job.pt").exists()
+
+
+def test_uneven_batches_split_over_three_processes(tmp_path):
+    """A global batch of 4 over 3 ranks (slices of 2, 1, 1) trains as one process does."""
+    job = _unet_job(tmp_path, 2, "one", batch_size=4)
+    job()
+    distributed.launch(_unet_job(tmp_path, 2, "three", batch_size=4), 3, tmp_path / "job")
+    _assert_same_model(_trainer(tmp_path / "one", job).model, _trainer(tmp_path / "three", job).model)

@@ -449,3 +449,19 @@ def test_synthesizer_reports_the_border_filter_when_it_starves(G, direction):
     synth = MaskSynthesizer(G, direction, max_border=0.0, max_fraction=1.0, maxes_filter=False, max_tries=1, rng=0)
     with pytest.raises(RuntimeError, match="the border filter .* rejected"):
         synth.batch(64)
+
+
+def test_a_synthesizer_travels_to_other_processes_with_its_own_embedding_rows(tmp_path, direction):
+    """Pickled for torchrun ranks, a whole memory-mapped .npy goes by name and a slice of it by its rows."""
+    import pickle
+
+    G = load("default-biggan")
+    np.save(tmp_path / "e.npy", np.random.default_rng(0).standard_normal((10, G.dim_z)).astype(np.float32))
+    whole = np.load(tmp_path / "e.npy", mmap_mode="r")
+    for embeddings, by_name in [(whole, True), (whole[5:], False)]:
+        synth = MaskSynthesizer(G, direction, embeddings=embeddings, rng=0)
+        data = pickle.dumps(synth)
+        again = pickle.loads(data)
+        assert again.embeddings.shape == embeddings.shape and np.array_equal(again.embeddings, embeddings)
+        assert (getattr(again.embeddings, "filename", None) is not None) == by_name  # re-opened, or the rows
+        assert again.record() == synth.record()

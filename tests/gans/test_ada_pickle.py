@@ -20,6 +20,7 @@ import pickle
 import subprocess
 import sys
 import types
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -364,12 +365,48 @@ def test_code_in_a_pickle_is_refused_and_never_runs(tmp_path):
     assert isinstance(G, StyleGAN2) and not marker.exists()
 
 
+class ForgedDtype:
+    """A structured numpy dtype with an object field whose flags say it has none: its scalars would be pointers."""
+
+    def __reduce__(self):
+        real = np.dtype([("a", "O")])
+        state = list(real.__reduce__()[2])
+        state[-1] = 0
+        return (np.dtype, real.__reduce__()[1], tuple(state))
+
+
+class ForgedScalar:
+    def __reduce__(self):
+        import numpy._core.multiarray as multiarray  # the path numpy 2 writes
+
+        return (multiarray.scalar, (ForgedDtype(), b"AAAAAAAA"))
+
+
+class ForgedView:
+    """A tensor whose size and stride reach far beyond its 4-element storage (torch would grow the storage)."""
+
+    def __reduce__(self):
+        storage = torch.zeros(4).untyped_storage()
+        typed = torch.TypedStorage(wrap_storage=storage, dtype=torch.float32, _internal=True)
+        return (torch._utils._rebuild_tensor_v2, (typed, 0, (2,), (1_000_000,), False, OrderedDict()))
+
+
+def test_forged_numbers_and_oversized_tensors_are_refused(tmp_path):
+    (tmp_path / "dtype.pkl").write_bytes(pickle.dumps({"G_ema": ForgedScalar()}, protocol=2))
+    with pytest.raises(NetworkPickleError, match="a numpy dtype 'V8' .*only plain numbers"):
+        read_network_pickle(tmp_path / "dtype.pkl")
+    (tmp_path / "view.pkl").write_bytes(pickle.dumps({"G_ema": ForgedView()}, protocol=3))
+    with pytest.raises(NetworkPickleError, match=r"a tensor view \(2,\) beyond its storage of 4 elements"):
+        read_network_pickle(tmp_path / "view.pkl")
+
+
 def test_other_architectures_are_refused_by_name(tmp_path):
     torch.manual_seed(4)
     with pytest.raises(NetworkPickleError, match=r"architecture \['resnet'\]"):
         load_generator(write_pickle(tmp_path / "resnet.pkl", RefGenerator(architecture="resnet")))
     sg3 = RefGenerator()
     sg3.synthesis.input = type("RefSynthesisInput", (Persistent,), {})()  # stylegan3's Fourier-feature input
+    sg3.synthesis.input.size = np.broadcast_to(np.asarray(36), [2])  # its layers hold numpy arrays
     with pytest.raises(NetworkPickleError, match="StyleGAN3 .* which this project does not implement"):
         load_generator(write_pickle(tmp_path / "sg3.pkl", sg3))
     (tmp_path / "damaged.pkl").write_bytes(write_pickle(tmp_path / "ok.pkl", RefGenerator()).read_bytes()[:5000])

@@ -8,8 +8,9 @@ with its class name, the whole source file of its module (as text) and its attri
 usual way executes that source. `read_network_pickle` uses a restricted unpickler instead, in the spirit of
 ``torch.load(weights_only=True)``: the persistent objects become inert `PersistentObject` records (the source is
 kept as text and never run), tensors are rebuilt from their storages with ``torch.load(weights_only=True)``, and the
-few other globals such files use (``dnnlib.util.EasyDict``, ``collections.OrderedDict``, ``set``, numpy dtypes and
-scalars) map to plain values. Any other global is refused with an error that names it, before anything is called.
+few other globals such files use (``dnnlib.util.EasyDict``, ``collections.OrderedDict``, ``set``, numpy scalars of
+plain number types; numpy arrays, which StyleGAN3 layers hold, as inert records) map to plain values; a tensor view
+must lie inside its storage. Any other global is refused with an error that names it, before anything is called.
 
 `generator_from_pickle` then checks that ``G_ema`` is a StyleGAN2 generator of a layout `StyleGAN2` computes exactly
 (skip architecture, 3×3 modulated convs, leaky ReLU, RGB output, z and w of one width) and converts its tensors;
@@ -92,14 +93,52 @@ def _storage(data: bytes) -> Any:
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
+def _tensor(storage: Any, offset: int, size: tuple, stride: tuple, *rest: Any) -> Tensor:
+    """torch's tensor rebuild, after checking that the view lies inside its storage (a larger one would grow it)."""
+    if not isinstance(storage, torch.TypedStorage) or not all(isinstance(v, int) and v >= 0 for v in (*size, *stride)):
+        raise NetworkPickleError("a tensor with a malformed storage, size or stride")
+    extent = offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1 if all(size) else 0
+    if not isinstance(offset, int) or offset < 0 or extent > storage.size():
+        raise NetworkPickleError(f"a tensor view {tuple(size)} beyond its storage of {storage.size()} elements")
+    return torch._utils._rebuild_tensor_v2(storage, offset, size, stride, *rest[:2])
+
+
 def _parameter(data: Tensor, requires_grad: bool = False, backward_hooks: Any = None) -> Tensor:
     return nn.Parameter(data, requires_grad=False)
 
 
-def _numpy_scalar(dtype: np.dtype, data: bytes | None = None) -> Any:
-    if data is None or dtype.hasobject:
-        raise NetworkPickleError(f"a numpy scalar of dtype {dtype} (only plain numbers are read)")
-    return np.frombuffer(data, dtype)[0]
+class _Dtype:
+    """``numpy.dtype`` as pickled: only plain number types, rebuilt by name (a real dtype's pickled state could
+    describe object fields, whose values would be pointers taken from the file)."""
+
+    def __init__(self, name: str, align: bool = False, copy: bool = True):
+        if not isinstance(name, str) or not re.fullmatch(r"[fiub]\d{1,2}", name):
+            raise NetworkPickleError(f"a numpy dtype {name!r} (only plain numbers are read)")
+        self.name, self.order = name, "<"
+
+    def __setstate__(self, state: tuple) -> None:
+        if isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "|", "="):
+            self.order = state[1]
+
+    def numpy(self) -> np.dtype:
+        return np.dtype(self.order + self.name)
+
+
+def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
+    """A numpy number such as a layer's ``weight_gain``, as a Python number."""
+    if not isinstance(dtype, _Dtype) or not isinstance(data, bytes) or len(data) != dtype.numpy().itemsize:
+        raise NetworkPickleError("a numpy scalar that is not a plain number")
+    return np.frombuffer(data, dtype.numpy())[0].item()
+
+
+class InertArray:
+    """A numpy array of a network's attributes (StyleGAN3 layers keep sizes and rates so): recorded, never built."""
+
+    def __init__(self, *args: Any):
+        self.state: Any = None
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
 
 
 SAFE_GLOBALS: dict[tuple[str, str], Callable[..., Any] | type] = {
@@ -110,11 +149,14 @@ SAFE_GLOBALS: dict[tuple[str, str], Callable[..., Any] | type] = {
     ("builtins", "set"): set,
     ("__builtin__", "set"): set,
     ("torch._utils", "_rebuild_parameter"): _parameter,
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_tensor_v2"): _tensor,
     ("torch.storage", "_load_from_bytes"): _storage,
-    ("numpy", "dtype"): np.dtype,
+    ("numpy", "dtype"): _Dtype,
+    ("numpy", "ndarray"): InertArray,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy.core.multiarray", "_reconstruct"): InertArray,
+    ("numpy._core.multiarray", "_reconstruct"): InertArray,
     ("_codecs", "encode"): codecs.encode,  # protocol 2 writes bytes as latin-1 text
 }
 
@@ -159,8 +201,7 @@ def _is_stylegan3(G: PersistentObject) -> bool:
 def _attr(obj: PersistentObject, name: str, where: str) -> Any:
     if name not in obj.state:
         raise NetworkPickleError(f"{where} has no attribute {name!r}: not a StyleGAN2-ADA generator")
-    value = obj.state[name]
-    return value.item() if isinstance(value, np.generic) else value
+    return obj.state[name]
 
 
 def _ada_to_saic(ada: Mapping[str, Tensor], n_layers: int, resolutions: list[int]) -> dict[str, Tensor]:
