@@ -55,7 +55,13 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
     states must stay there, and modules and optimisers move their tensors when they load them."""
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # empty, truncated or not a torch file
+        raise ValueError(
+            f"{path} cannot be read ({type(err).__name__}: {err}); it is damaged: delete it (or its run folder) "
+            "to start that run again"
+        ) from err
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

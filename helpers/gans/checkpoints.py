@@ -21,7 +21,7 @@ from torch import nn
 
 from helpers.core.io import save_torch
 from helpers.core.modules import load_strict
-from helpers.core.paths import weights_dir
+from helpers.core.paths import resolve, weights_dir
 from helpers.gans.base import Generator, prefer_channels_last
 from helpers.gans.biggan import ARCH, BOTTOM_WIDTH, BigGAN
 from helpers.gans.convert.ada_pickle import NetworkPickleError, load_generator
@@ -96,7 +96,13 @@ def infer_biggan_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 
 def _plain_biggan(state: dict[str, torch.Tensor], source: str) -> BigGAN:
-    model = BigGAN(**infer_biggan_config(state))
+    try:
+        config = infer_biggan_config(state)
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(
+            f"{source} looks like a BigGAN state dict but lacks what its layout needs ({type(err).__name__}: {err})"
+        ) from None
+    model = BigGAN(**config)
     expected = model.state_dict()
     # The conversion never produced the logging buffers sv0; fill them so that strict loading works.
     state = {**{k: v for k, v in expected.items() if k.endswith(".sv0")}, **state}
@@ -125,10 +131,11 @@ def from_object(obj: Any, source: str) -> nn.Module:
 
 
 def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
-    """A known name (see KNOWN_FILES) in the weights folder, or a path."""
+    """A known name (see KNOWN_FILES) in the weights folder, or a path (relative ones: from the repository root, as
+    every path parameter of the notebooks, whatever the working directory)."""
     if str(name_or_path) in KNOWN_FILES:
         return weights_dir() / KNOWN_FILES[str(name_or_path)]
-    return Path(name_or_path).expanduser()
+    return resolve(name_or_path)
 
 
 def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:

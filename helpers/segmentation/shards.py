@@ -164,7 +164,13 @@ class ShardDataset:
 
     def _file(self, shard: int) -> h5py.File:
         if shard not in self._files:
-            self._files[shard] = h5py.File(shard_path(self.folder, shard), "r")
+            path = shard_path(self.folder, shard)
+            try:
+                self._files[shard] = h5py.File(path, "r")
+            except OSError as err:
+                raise OSError(
+                    f"{path} cannot be read ({err}); delete it and run write_shards again to rewrite it"
+                ) from err
         return self._files[shard]
 
     def __getstate__(self) -> dict[str, Any]:

@@ -73,9 +73,9 @@ def _trainer(folder, job):
 def test_ddp_training_takes_the_steps_of_one_process(tmp_path):
     # the first step's gradients, as Adam's first moments (0.1 x gradient): equal, with batch norm synchronised and
     # the loss normalised by the global batch's labelled pixels
-    for name in ("one", "two"):
-        job = _unet_job(tmp_path, 1, f"{name}_1")
-        job() if name == "one" else distributed.launch(job, 2, tmp_path / "job")
+    # (the one-process runs are torchrun jobs too, so that both compute on one thread whatever this process set)
+    for name, nproc in (("one", 1), ("two", 2)):
+        distributed.launch(_unet_job(tmp_path, 1, f"{name}_1"), nproc, tmp_path / "job")
     moments = [
         torch.load(tmp_path / f"{n}_1" / "checkpoint.pt", weights_only=False)["opt"]["state"] for n in ("one", "two")
     ]
@@ -84,7 +84,7 @@ def test_ddp_training_takes_the_steps_of_one_process(tmp_path):
         torch.testing.assert_close(moments[0][i]["exp_avg"], moments[1][i]["exp_avg"], rtol=1e-4, atol=1e-7)
     # eight steps: the same losses, weights and outputs
     job = _unet_job(tmp_path, 8, "one")
-    job()
+    distributed.launch(job, 1, tmp_path / "job")
     distributed.launch(_unet_job(tmp_path, 8, "two"), 2, tmp_path / "job")
     one, two = _trainer(tmp_path / "one", job), _trainer(tmp_path / "two", job)
     assert one.step == two.step == 8
@@ -168,6 +168,6 @@ def test_a_bad_process_count_is_refused_before_any_work(nproc, tmp_path):
 def test_uneven_batches_split_over_three_processes(tmp_path):
     """A global batch of 4 over 3 ranks (slices of 2, 1, 1) trains as one process does."""
     job = _unet_job(tmp_path, 2, "one", batch_size=4)
-    job()
+    distributed.launch(job, 1, tmp_path / "job")
     distributed.launch(_unet_job(tmp_path, 2, "three", batch_size=4), 3, tmp_path / "job")
     _assert_same_model(_trainer(tmp_path / "one", job).model, _trainer(tmp_path / "three", job).model)

@@ -73,3 +73,12 @@ def test_settings_tag_and_deadline():
 
     assert settings_tag(Config()) == settings_tag({"lr": 0.1}) != settings_tag(Config(lr=0.2))
     assert deadline(None) == math.inf and 59 < deadline(1) - time.monotonic() <= 60
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated"])
+def test_a_damaged_checkpoint_is_named(tmp_path, content):
+    run = RunFolder(tmp_path / "run")
+    run.path.mkdir()
+    run.checkpoint_path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"run/checkpoint\.pt cannot be read .* damaged: delete it"):
+        run.resume({"lr": 0.1})

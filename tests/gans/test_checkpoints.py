@@ -66,6 +66,20 @@ def test_clear_errors(tmp_path):
     assert "blocks.0.0.conv2.weight: checkpoint (1, 1, 3, 3)" in str(err.value)
 
 
+def test_a_plain_state_dict_missing_layout_keys_is_named(tmp_path):
+    state = BigGAN(**SMALL_BIGGAN).state_dict()
+    state.pop("output_layer.0.gain")
+    torch.save(state, tmp_path / "partial.pth")
+    with pytest.raises(CheckpointError, match=r"partial.pth looks like a BigGAN state dict but lacks .*output_layer"):
+        load(tmp_path / "partial.pth")
+
+
+def test_relative_paths_start_at_the_repository_root(tmp_path, monkeypatch):
+    """Notebooks run in notebooks/: "weights/default_biggan.pt" still means the repository's weights folder."""
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(load("weights/default_biggan.pt"), BigGAN)
+
+
 def test_pickled_code_is_refused(tmp_path):
     torch.save({"f": print}, tmp_path / "code.pt")
     with pytest.raises(CheckpointError, match="could not read"):

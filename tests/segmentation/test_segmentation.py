@@ -477,3 +477,13 @@ def test_a_run_folder_refuses_other_data_or_batches(tmp_path):
         SegmentationTrainer(tmp_path / "shards_run", UNet(width=4), settings).train(
             ShardBatches(tmp_path / "b", 4), progress=False
         )
+
+
+def test_a_truncated_shard_is_named(tmp_path):
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    folder = write_shards(tmp_path / "s", 4, lambda i, n: {"images": images[:n], "masks": images[:n, ..., 0]},
+                          shard_size=2, progress=False)  # fmt: skip
+    path = shard_path(folder, 1)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(OSError, match=r"shard_00001\.h5 cannot be read .* run write_shards again"):
+        ShardDataset(folder).read([3])
