@@ -98,8 +98,9 @@ def _tensor(storage: Any, offset: int, size: tuple, stride: tuple, *rest: Any) -
     if not isinstance(storage, torch.TypedStorage) or not all(isinstance(v, int) and v >= 0 for v in (*size, *stride)):
         raise NetworkPickleError("a tensor with a malformed storage, size or stride")
     extent = offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1 if all(size) else 0
-    if not isinstance(offset, int) or offset < 0 or extent > storage.size():
-        raise NetworkPickleError(f"a tensor view {tuple(size)} beyond its storage of {storage.size()} elements")
+    elements = storage._untyped_storage.nbytes() // storage.dtype.itemsize
+    if not isinstance(offset, int) or offset < 0 or extent > elements:
+        raise NetworkPickleError(f"a tensor view {tuple(size)} beyond its storage of {elements} elements")
     return torch._utils._rebuild_tensor_v2(storage, offset, size, stride, *rest[:2])
 
 
