@@ -4,10 +4,11 @@ Every helper that splits work across processes asks this module for its rank and
 (no process group) the world is one process and each helper does what it always did. Ranks talk through
 torch.distributed: NCCL between GPUs, gloo between CPU processes (the tests' setting).
 
-A notebook (one process) hands a heavy step to ``GPUS`` processes with `launch`: the step, a picklable callable
+A notebook (one process) hands a heavy step to ``GPUS`` processes with `on_ranks`: the step, a picklable callable
 with its arguments, is saved as a job file with ``torch.save``, and ``torchrun --nproc-per-node GPUS -m
-helpers.core.distributed JOB`` runs it on every rank; loading maps the job's tensors onto each rank's device.
-The steps write into resumable folders, so the notebook's own call afterwards finds them complete and loads them.
+helpers.core.distributed JOB --backend nccl|gloo`` runs it on every rank (one GPU each when the notebook's device is
+CUDA, CPU processes otherwise); loading maps the job's tensors onto each rank's device. The steps write into
+resumable folders, so the notebook's own call afterwards finds them complete and loads them (docs/distributed.md).
 """
 
 from __future__ import annotations
