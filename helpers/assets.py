@@ -322,15 +322,22 @@ def _record(asset: Asset, path: Path, url: str | None, checked: str) -> None:
     write_json(path.parent / LOCK, {"files": dict(sorted(files.items()))})
 
 
+IN_PLACE = ("verified", "unverified: structure only")  # what a checked file in place reports
+
+
 def status(asset: Asset, dest: str | os.PathLike | None = None) -> str:
-    """'missing', 'verified' (sha256 matches the known or recorded one), 'unverified' (not recorded) or 'MODIFIED'."""
+    """'missing'; 'verified' (the published sha256 matches); 'unverified: structure only' (no sha256 is published:
+    the file passed its structural check when recorded and is unchanged since, which a well-formed wrong file would
+    too); 'unrecorded' (not checked yet); or 'MODIFIED' (changed since, or not the published file)."""
     path = target_path(asset, dest)
     if not path.exists():
         return "missing"
     expected = asset.sha256 or read_lock(path.parent).get(path.name, {}).get("sha256")
     if expected is None:
-        return "unverified"
-    return "verified" if sha256_file(path) == expected else "MODIFIED"
+        return "unrecorded"
+    if sha256_file(path) != expected:
+        return "MODIFIED"
+    return "verified" if asset.sha256 else "unverified: structure only"
 
 
 # ---- download and verification ----
@@ -412,13 +419,14 @@ def ensure(
     retry_delay: float = 2.0,
     progressbar: bool | None = None,
 ) -> str:
-    """Puts the asset's file in place, verified; returns 'verified', 'recorded', 'downloaded' or 'manual'."""
+    """Puts the asset's file in place, checked; returns a `status` of a file in place (`IN_PLACE`), 'recorded',
+    'downloaded' or 'manual'."""
     path = target_path(asset, dest)
     part = path.with_name(path.name + ".part")
     if path.exists() and not force:
         state = status(asset, dest)
-        if state == "verified":
-            return "verified"
+        if state in IN_PLACE:
+            return state
         if state == "MODIFIED":
             raise AssetError(
                 f"{asset.name}: {path} differs from its expected sha256 (known or in {LOCK}); "
@@ -468,7 +476,7 @@ def _size(asset: Asset) -> str:
 def _list(assets: Sequence[Asset], dest: str | os.PathLike | None) -> None:
     for asset in assets:
         where = target_path(asset, dest)
-        print(f"{asset.name:<20} {asset.filename:<30} {_size(asset):>12}  {status(asset, dest):<10} {where}")
+        print(f"{asset.name:<20} {asset.filename:<30} {_size(asset):>12}  {status(asset, dest):<26} {where}")
         if asset.manual:
             print(f"{'':<20} manual: {asset.manual}")
 

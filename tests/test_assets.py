@@ -113,16 +113,17 @@ def test_download_checks_and_records_in_lock(server, tmp_path):
 
 
 def test_rerun_is_offline_and_hand_placed_files_are_verified(server, tmp_path):
+    """Without a published sha256 a file in place is only known to be well-formed and unchanged: said so."""
     url = serve(server, "/z.npy", npy_bytes((3, 120)))
     ensure(embeddings_asset(url), tmp_path, retries=1)
-    assert ensure(embeddings_asset(url), tmp_path) == "verified"
+    assert ensure(embeddings_asset(url), tmp_path) == "unverified: structure only"
     assert len(server.log) == 1
     manual = manual_asset("test-dir", "dir.pth", "by hand")
     assert ensure(manual, tmp_path) == "manual"
     (tmp_path / "weights").mkdir()
     torch.save(torch.randn(120), tmp_path / "weights" / "dir.pth")
     assert ensure(manual, tmp_path) == "recorded"
-    assert ensure(manual, tmp_path) == "verified"
+    assert ensure(manual, tmp_path) == "unverified: structure only"
     assert assets.read_lock(tmp_path / "weights")["dir.pth"]["url"] is None
     assert len(server.log) == 1
 
@@ -168,6 +169,7 @@ def test_known_sha256_is_enforced(server, tmp_path):
     good = embeddings_asset(url, sha256=hashlib.sha256(body).hexdigest())
     assert ensure(good, tmp_path, retries=1) == "downloaded"
     assert assets.read_lock(tmp_path / "embeddings")["test_z.npy"]["check"] == "sha256"
+    assert ensure(good, tmp_path) == "verified"  # a published sha256 matched
 
 
 def test_mirror_fallback(server, tmp_path):
@@ -204,7 +206,7 @@ def test_cli_list_only_and_exit_status(server, tmp_path, monkeypatch, capsys):
     assert "test-emb: downloaded" in capsys.readouterr().out
     main(["--list", "--dest", str(tmp_path)])
     lines = capsys.readouterr().out.splitlines()
-    assert "verified" in lines[0] and "missing" in lines[1]
+    assert "unverified: structure only" in lines[0] and "missing" in lines[1]
     assert main(["--dest", str(tmp_path)]) == 0  # a missing manual asset alone is not a failure
     assert main(["--only", "test-manual", "--dest", str(tmp_path)]) == 1
     assert "manual step: place it" in capsys.readouterr().out
