@@ -146,7 +146,16 @@ class AnnotationStore:
             )
         if info.get("format") != STORE_FORMAT or info.get("mode") not in MODES:
             raise AnnotationError(f"{self.index_path} is not an annotation store ({STORE_FORMAT})")
-        self.generator = GeneratorRef.from_json(info["generator"])
+        missing = [k for k in ("generator", "classes", "version", "next_id") if k not in info]
+        if missing:
+            raise AnnotationError(
+                f"{self.index_path} lacks {missing}: the store cannot say which generator its latents belong to or "
+                "how its samples are numbered; restore the file from a copy (the samples are intact)"
+            )
+        try:
+            self.generator = GeneratorRef.from_json(info["generator"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise AnnotationError(f"{self.index_path}: its generator record is incomplete ({err!r})") from err
         self.mode: str = info["mode"]
         self.classes: list[str] = list(info["classes"])
         self._version, self._next_id = int(info["version"]), int(info["next_id"])

@@ -138,3 +138,17 @@ def test_multiclass_mode(tmp_path, stylegan):
         store.save(mask, _z(), 1, 0.5)
     with pytest.raises(ValueError, match="needs class names"):
         AnnotationStore.create(tmp_path / "mc2", "default-stylegan2", "multiclass", model=stylegan)
+
+
+@pytest.mark.parametrize("drop", ["generator", "sha256"])
+def test_a_store_json_without_its_generator_is_named(store, drop):
+    info = json.loads(store.index_path.read_text())
+    if drop == "generator":
+        del info["generator"]
+    else:
+        del info["generator"]["sha256"]
+    store.index_path.write_text(json.dumps(info))
+    expected = "lacks ['generator']" if drop == "generator" else ": its generator record is incomplete"
+    with pytest.raises(AnnotationError) as err:
+        AnnotationStore(store.root)
+    assert f"store.json {expected}".replace(" :", ":") in str(err.value)
