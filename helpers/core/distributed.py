@@ -141,6 +141,11 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
+def job_device(default: torch.device | str) -> torch.device:
+    """Where a job runs: this rank's device under torchrun, else ``default`` (the notebook's own call)."""
+    return device() if active() else torch.device(default)
+
+
 def init_from_env(backend: str = "gloo") -> None:
     """Joins the process group torchrun describes in the environment (RANK, WORLD_SIZE, MASTER_ADDR, ...): NCCL with
     one GPU per local rank, or gloo between CPU processes."""

@@ -279,7 +279,7 @@ def discovery_job(
 ) -> DirectionDiscovery:
     """A finished discovery run, as a job that `helpers.core.distributed.on_ranks` can hand to several processes
     (each on its own device there)."""
-    discovery = DirectionDiscovery(run_dir, G, config, distributed.device() if distributed.active() else device)
+    discovery = DirectionDiscovery(run_dir, G, config, distributed.job_device(device))
     discovery.train()
     return discovery
 

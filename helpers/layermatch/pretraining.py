@@ -551,6 +551,6 @@ def pretrain_job(
 ) -> PretrainTrainer:
     """A finished pre-training run (``trainer`` class, e.g. `LayerMatchTrainer`), as a job that
     `helpers.core.distributed.on_ranks` can hand to several processes (each on its own device there)."""
-    run = trainer(run_dir, config, distributed.device() if distributed.active() else device)
+    run = trainer(run_dir, config, distributed.job_device(device))
     run.train()
     return run

@@ -292,6 +292,6 @@ def train_job(
 ) -> SegmentationTrainer:
     """``model`` trained in ``run_dir``, as a job `helpers.core.distributed.on_ranks` can hand to several processes
     (each uses its own device there, ``device`` in one process); ``train`` goes to `SegmentationTrainer.train`."""
-    trainer = SegmentationTrainer(run_dir, model, settings, distributed.device() if distributed.active() else device)
+    trainer = SegmentationTrainer(run_dir, model, settings, distributed.job_device(device))
     trainer.train(source, **train)
     return trainer
