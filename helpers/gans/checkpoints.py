@@ -11,6 +11,7 @@ StyleGAN2's ``latent_avg``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import re
 from pathlib import Path
@@ -109,16 +110,52 @@ def _plain_biggan(state: dict[str, torch.Tensor], source: str) -> BigGAN:
     return load_strict(model, state, source)
 
 
+def _from_ours(obj: dict[str, Any], source: str) -> nn.Module:
+    """Our format: the recorded class built from its config, loaded strictly; each problem is named with the file."""
+    missing = [key for key in ("class", "config", "state_dict") if key not in obj]
+    if missing:
+        raise CheckpointError(f"{source}: a {FORMAT} checkpoint without {missing}")
+    name, config = obj["class"], obj["config"]
+    if name not in CLASSES:
+        raise CheckpointError(f"{source}: unknown generator class {name!r}; known: {sorted(CLASSES)}")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{source}: config is a {type(config).__name__}, not a dict of {name} arguments")
+    parameters = inspect.signature(CLASSES[name]).parameters
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    unknown = [] if open_ended else sorted(set(config) - set(parameters))
+    absent = [
+        p
+        for p, spec in parameters.items()
+        if spec.default is inspect.Parameter.empty and spec.kind is spec.POSITIONAL_OR_KEYWORD and p not in config
+    ]
+    if unknown or absent:
+        problems = ([f"unknown keys {unknown}"] if unknown else []) + ([f"no {absent}"] if absent else [])
+        raise CheckpointError(
+            f"{source}: its config does not fit the recorded class {name} ({'; '.join(problems)}); "
+            f"{name} takes {list(parameters)}"
+        )
+    try:
+        model = CLASSES[name](**config)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{source}: {name} cannot be built from its config {config}: {err}") from None
+    load_strict(model, obj["state_dict"], source)
+    buffers = dict(model.named_buffers())
+    for key, value in obj.get("buffers", {}).items():
+        if key not in buffers:
+            raise CheckpointError(f"{source}: buffer {key!r} is not a buffer of {name}; it has {sorted(buffers)}")
+        if not isinstance(value, torch.Tensor) or value.shape != buffers[key].shape:
+            found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise CheckpointError(
+                f"{source}: buffer {key!r} is {found}; {name} with this config needs {tuple(buffers[key].shape)}"
+            )
+        buffers[key].copy_(value)
+    return model
+
+
 def from_object(obj: Any, source: str) -> nn.Module:
     """Builds the right model for a loaded checkpoint object (see the module docstring for formats)."""
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        if obj["class"] not in CLASSES:
-            raise CheckpointError(f"{source}: unknown generator class {obj['class']!r}; known: {sorted(CLASSES)}")
-        model = CLASSES[obj["class"]](**obj["config"])
-        load_strict(model, obj["state_dict"], source)
-        for name, value in obj.get("buffers", {}).items():
-            model.get_buffer(name).copy_(value)
-        return model
+        return _from_ours(obj, source)
     if isinstance(obj, dict) and ("netGA" in obj or "g_ema" in obj):
         return StyleGAN2.from_checkpoint(obj, source)
     if isinstance(obj, dict) and "shared.weight" in obj and "linear.weight" in obj:

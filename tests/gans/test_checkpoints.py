@@ -74,6 +74,26 @@ def test_a_plain_state_dict_missing_layout_keys_is_named(tmp_path):
         load(tmp_path / "partial.pth")
 
 
+def test_our_format_with_a_wrong_class_config_or_buffer_is_named(tmp_path):
+    """Each structural fault of our format names the file and the problem (not a raw TypeError or KeyError)."""
+    model = StyleGAN2(32, dim_z=16, n_mlp=2, fmap_base=64, fmap_max=16)
+    good = torch.load(save_model(model, tmp_path / "good.pt"), weights_only=True)
+    faults = {
+        "class.pt": ({**good, "class": "BigGAN"}, r"config does not fit the recorded class BigGAN \(unknown keys"),
+        "extra.pt": ({**good, "config": {**good["config"], "depth": 3}}, r"unknown keys \['depth'\]"),
+        "short.pt": ({**good, "config": {}}, r"config does not fit the recorded class StyleGAN2 \(no \['resolution'\]"),
+        "noconfig.pt": ({k: v for k, v in good.items() if k != "config"}, r"checkpoint without \['config'\]"),
+        "listconfig.pt": ({**good, "config": [32]}, "config is a list"),
+        "buffer.pt": ({**good, "buffers": {"latent_avg": torch.zeros(3)}}, r"buffer 'latent_avg' is \(3,\)"),
+        "stray.pt": ({**good, "buffers": {"avg": torch.zeros(3)}}, "buffer 'avg' is not a buffer of StyleGAN2"),
+    }
+    for name, (obj, message) in faults.items():
+        torch.save(obj, tmp_path / name)
+        with pytest.raises(CheckpointError, match=message) as err:
+            load(tmp_path / name)
+        assert name in str(err.value)
+
+
 def test_relative_paths_start_at_the_repository_root(tmp_path, monkeypatch):
     """Notebooks run in notebooks/: "weights/default_biggan.pt" still means the repository's weights folder."""
     monkeypatch.chdir(tmp_path)
