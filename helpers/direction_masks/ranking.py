@@ -91,6 +91,7 @@ def two_map_scores(
     batch: int = 4,
     lr: float = 5e-3,
     seed: int = 0,
+    progress: bool = False,
 ) -> dict[str, Tensor]:
     """The reference background score of each latent shift (rows of ``shifts``, magnitude included).
 
@@ -102,11 +103,19 @@ def two_map_scores(
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(n_latents, G.dim_z, generator=gen).to(G.device)
     renders = _Renders(G, z)
-    base, shifted = renders(), torch.stack([renders(s) for s in shifts.to(G.device)])
+    bar = tqdm(total=len(shifts) + train_steps, desc="two-map scores (render, fit)", disable=not progress)
+    base, rendered = renders(), []
+    for s in shifts.to(G.device):
+        rendered.append(renders(s))
+        bar.update()
+    shifted = torch.stack(rendered)
     D, N = shifted.shape[:2]
-    scorer = TwoMapScorer(D).to(G.device)
+    with torch.random.fork_rng(devices=[]):  # the scorer's start depends on seed alone, not on the caller's RNG
+        torch.manual_seed(seed)
+        scorer = TwoMapScorer(D).to(G.device)
     opt = torch.optim.Adam(scorer.parameters(), lr=lr)
     for _ in range(train_steps):
+        bar.update()
         idx = torch.randint(N, (batch,), generator=gen)
         x = _pixels(base[idx]).expand(D, -1, -1)
         target = torch.stack([_pixels(s[idx]) for s in shifted])
@@ -114,6 +123,7 @@ def two_map_scores(
         opt.zero_grad(set_to_none=True)
         residual.mean(1).sum().backward()
         opt.step()
+    bar.close()
     with torch.no_grad():
         test = torch.randint(N, (test_batches, batch), generator=gen)
         score = torch.stack(
@@ -236,7 +246,7 @@ def rank_directions(
     """
     if by not in RANKINGS:
         raise ValueError(f"by must be one of {RANKINGS}, got {by!r}")
-    result = two_map_scores(G, magnitude * directions, seed=seed, **score_kwargs)
+    result = two_map_scores(G, magnitude * directions, seed=seed, progress=progress, **score_kwargs)
     frac, contrast, sign = orient(result["masks"], result["delta_gray"])
     rows = [
         {

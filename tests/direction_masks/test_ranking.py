@@ -29,6 +29,22 @@ def test_scores_and_strips_of_a_noisy_generator_see_the_shift_alone(noisy_styleg
     assert np.array_equal(rows[:, 0], rows[:, 2]) and (rows[:, 3] > 0).mean() < 0.01
 
 
+def test_ranking_shows_progress_from_its_first_phase(toy_generator, capsys):
+    """The two-map phase (rendering every candidate, fitting the scorer) has a bar, not only the consistency one."""
+    rows = rank_directions(toy_generator, torch.eye(4), 4.0, n_latents=8, train_steps=20, progress=True)
+    err = capsys.readouterr().err
+    assert "two-map scores" in err and "24/24" in err
+    assert rows == rank_directions(toy_generator, torch.eye(4), 4.0, n_latents=8, train_steps=20)
+
+
+def test_ranking_depends_on_its_seed_alone(toy_generator):
+    """The scorer's initial weights come from ``seed``: the global RNG state does not change the ranking."""
+    torch.manual_seed(1)
+    first = rank_directions(toy_generator, torch.eye(4), 4.0, n_latents=8, train_steps=20, seed=3)
+    torch.manual_seed(2)
+    assert first == rank_directions(toy_generator, torch.eye(4), 4.0, n_latents=8, train_steps=20, seed=3)
+
+
 def test_choose_takes_the_top_row_or_a_named_candidate():
     ranking = [{"name": "discovered 3"}, {"name": "pca 0"}]
     assert choose(ranking)["name"] == "discovered 3"
