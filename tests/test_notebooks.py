@@ -12,6 +12,7 @@ import torch
 
 from helpers.core.parameters import declared_parameters
 from helpers.core.paths import notebooks_dir
+from helpers.direction_masks.direction_files import load_direction, save_direction
 from helpers.profiles import available, load_profile, smoke_parameters
 from helpers.runner import list_notebooks, run_all
 
@@ -345,6 +346,12 @@ def test_notebook_04_runs_a_self_training_round(smoke_run, tmp_path):
         (tmp_path / "04_unsupervised_segmentation" / "self_training_1" / "shards" / "manifest.json").read_text()
     )
     assert manifest["n_total"] == params["SELF_TRAINING_PAIRS"] and manifest["attrs"]["round"] == 1
+    # the direction file replaced (e.g. by the explorer's save button): its pairs are not reused
+    direction = tmp_path / "03_direction_finding" / "bg_direction.pth"
+    save_direction(direction, -load_direction(direction))
+    again = run_notebook(NOTEBOOKS_BY_NAME["04_unsupervised_segmentation.ipynb"], tmp_path, params, timeout=600)
+    assert again.status == "failed" and "holds a different dataset" in again.error
+    assert "direction_values" in again.error
 
 
 def _benchmark_folder(root, images, masks):

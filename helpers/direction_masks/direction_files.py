@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from helpers.core.io import save_torch
+from helpers.core.io import save_torch, write_json
 
 
 def as_direction(direction: Tensor, dim_z: int) -> Tensor:
@@ -66,3 +66,14 @@ def load_direction(path: str | Path, dim_z: int | None = None) -> Tensor:
     if dim_z is not None and len(direction) != dim_z:
         raise ValueError(f"{path} holds a direction of {len(direction)} values; the generator has dim_z = {dim_z}")
     return direction
+
+
+def record_choice(direction_path: str | Path, name: str, sign: float, chosen_by: str) -> None:
+    """Notes in the ``ranking.json`` beside ``direction_path`` (if there is one) which candidate the file now holds,
+    so that the record names the direction in use after a researcher replaced notebook 03's choice."""
+    record = Path(direction_path).with_name("ranking.json")
+    if record.is_file():
+        found = json.loads(record.read_text())
+        rows = {row.get("name"): row for row in found.get("ranking", [])}
+        found["chosen"] = {**rows.get(name, {"name": name}), "sign": sign, "chosen_by": chosen_by}
+        write_json(record, found)

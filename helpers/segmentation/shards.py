@@ -81,6 +81,16 @@ def _is_complete(path: Path, n: int) -> bool:
         return False
 
 
+def finished_samples(folder: str | os.PathLike) -> tuple[int, int]:
+    """(samples in complete shards, samples the manifest asks for) of a shard folder; (0, 0) before its manifest."""
+    manifest = Path(folder) / MANIFEST
+    if not manifest.is_file():
+        return 0, 0
+    found = json.loads(manifest.read_text())
+    counts = shard_counts(found["n_total"], found["shard_size"])
+    return sum(n for i, n in enumerate(counts) if _is_complete(shard_path(folder, i), n)), found["n_total"]
+
+
 def _write_shard(path: Path, arrays: dict[str, np.ndarray], index: int) -> None:
     """Writes one shard atomically, one sample per chunk, LZF-compressed."""
     with atomic_path(path) as tmp:

@@ -10,7 +10,7 @@ probabilities.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,8 +54,9 @@ class SyntheticBatches:
     Sample i (= shard_index * shard_size + row) uses ``latents[i]`` (and ``noise_seeds[i]`` when given) or
     inputs drawn from (seed, i), so each shard depends only on its index. Features are computed batch by
     batch and dropped. Masks are the decoder's arg-max, or ``refiner(images, probs)`` when one is given.
-    ``noise_seed`` is -1 and ``truncation`` NaN where the generator takes none. A plain object, so that it
-    can be handed to other processes (`helpers.core.distributed.launch`).
+    ``noise_seed`` is -1 and ``truncation`` NaN where the generator takes none. ``after_batch(end)``, if given,
+    runs after each batch with the index one past its last sample (a progress report; raising there abandons the
+    shard). A plain object, so that it can be handed to other processes (`helpers.core.distributed.launch`).
     """
 
     G: Generator
@@ -67,6 +68,7 @@ class SyntheticBatches:
     latents: np.ndarray | None = None
     noise_seeds: Sequence[int] | None = None
     refiner: LabelRefiner | None = None
+    after_batch: Callable[[int], None] | None = None
 
     def __call__(self, shard_index: int, n: int) -> dict[str, np.ndarray]:
         """The ``n`` samples of shard ``shard_index``."""
@@ -83,6 +85,8 @@ class SyntheticBatches:
             pred = predict(G, self.decoder, z[part], None if seeds is None else seeds[part], truncation)
             images.append(pred.images)
             masks.append(pred.labels if self.refiner is None else _refined(self.refiner, pred))
+            if self.after_batch is not None:
+                self.after_batch(indices[0] + start + len(pred.labels))
         return {
             "images": np.concatenate(images),
             "masks": np.concatenate(masks),
@@ -106,19 +110,23 @@ def generate_dataset(
     attrs: dict[str, Any] | None = None,
     progress: bool = True,
     refiner: LabelRefiner | None = None,
+    after_batch: Callable[[int], None] | None = None,
 ) -> Path:
     """Writes n_total synthetic (image, mask, z, noise seed) pairs as HDF5 shards; resumes an interrupted run.
 
     Inputs come from ``latents``/``noise_seeds`` (stored ones) or are drawn from ``seed``; masks from the
     decoder or the ``refiner``; see `SyntheticBatches`. ``attrs`` (e.g. the generator and decoder files) go
     into the shard manifest with the sampling settings and the refiner's fingerprint, so a folder made with
-    other settings is refused.
+    other settings is refused. ``after_batch``: see `SyntheticBatches` (an exception raised there stops the run;
+    finished shards stay and a later call resumes).
     """
     if latents is not None and len(latents) < n_total:
         raise ValueError(f"{len(latents)} latents for {n_total} samples")
     if noise_seeds is not None and len(noise_seeds) < n_total:
         raise ValueError(f"{len(noise_seeds)} noise seeds for {n_total} samples")
-    make_batch = SyntheticBatches(G, decoder, shard_size, batch_size, seed, truncation, latents, noise_seeds, refiner)
+    make_batch = SyntheticBatches(
+        G, decoder, shard_size, batch_size, seed, truncation, latents, noise_seeds, refiner, after_batch
+    )
     source = "latents" if latents is not None else f"seed {seed}"
     settings = {
         "source": "semantic projection",

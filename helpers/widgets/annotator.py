@@ -5,25 +5,35 @@ positive / negative (binary mode) or class labels (multiclass mode) with a round
 stay *ignore*. OK saves the inputs and the mask into an `AnnotationStore` and shows the next image; Skip
 shows the next image; Retrain trains a fresh decoder on all saved samples and shows its prediction on the
 current image (unlike the reference it neither saves the current strokes nor skips ahead); Generate writes
-a synthetic dataset with the latest decoder.
+a synthetic dataset of the chosen number of images with the latest decoder. A legend under the canvas gives each
+brush's colour; the decoder's prediction is drawn as outlines in the class colour (binary: green), so it never
+looks like a painted stroke, and a checkbox hides it.
+
+Retrain and Generate run in a background thread: the kernel stays free, a progress bar counts epochs or
+images, the canvas and the other buttons are locked (strokes are ignored) and **Stop** ends the job at the next
+batch or epoch, keeping what is finished (complete shards, the fit's checkpoint; pressing the button again
+resumes). From Python the same jobs run in the calling thread (``retrain()``, ``generate()``), where
+Kernel → Interrupt stops them as any cell.
 
 The mask lives in NumPy (store encoding, uint8 at the generator resolution); the canvas only displays it.
 Strokes are rasterised in Python as the reference replays them: a disc at every point and a line of the
 brush's width between consecutive points (pixels whose centres lie within ``size / 2`` of the polyline).
 Everything is reachable from Python (`press`, `drag`, `release`, `undo`, `ok`, `skip`, `retrain`,
-`generate`, `set_mode`, `set_brush`), which the canvas and button callbacks merely forward to; ``press``,
-``drag`` and cursor positions are canvas (display) coordinates. Keys on the focused canvas: Ctrl+Z undo,
-``[`` / ``]`` brush size. Retrain and Generate block the kernel while they run (progress in the output area).
+`generate`, `set_mode`, `set_brush`, `stop`, `wait`), which the canvas and button callbacks merely forward to;
+``press``, ``drag`` and cursor positions are canvas (display) coordinates. Keys on the focused canvas: Ctrl+Z undo,
+``[`` / ``]`` brush size.
 
 Folder layout (as the reference's BASE_DIR): ``workdir/data`` (the store), ``workdir/checkpoints/vNNNNNN``
 (one decoder fit per annotation version; an interrupted fit resumes, a finished one is reused) and
-``workdir/generated/vNNNNNN`` (datasets made with that decoder).
+``workdir/generated/vNNNNNN-nCOUNT`` (a dataset of COUNT images made with that decoder).
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +42,9 @@ import ipywidgets as widgets
 import numpy as np
 from ipycanvas import MultiCanvas, hold_canvas
 from PIL import Image
+from scipy.ndimage import binary_erosion
 
+from helpers.segmentation.shards import finished_samples
 from helpers.semantic_projection.annotations import (
     BINARY_IGNORE,
     BINARY_NEGATIVE,
@@ -45,8 +57,10 @@ from helpers.semantic_projection.dataset import draw_inputs, generate_dataset
 from helpers.semantic_projection.decoder import SemanticDecoder, accepts, generate_images, load_decoder, predict
 from helpers.semantic_projection.fitting import FitConfig, fit
 
-PREDICTION_RGB = (13, 198, 20)  # the reference's overlay colour for the positive class, blended 50 %
+PREDICTION_RGB = (13, 198, 20)  # the reference's overlay colour for the positive class
+OUTLINE_PX = 2  # width of the prediction's outlines on the canvas
 STROKE_ALPHA = 0.6
+GENERATE_COUNT = 1000  # images that Generate makes unless the count box says otherwise
 PALETTE = np.array(
     [
         (255, 64, 64),
@@ -60,6 +74,13 @@ PALETTE = np.array(
     ],
     dtype=np.float32,
 )
+
+
+class Stopped(Exception):
+    """A Retrain or Generate ended by Stop; the message says what was kept."""
+
+
+Report = Callable[[int, int], None]  # (done, total): a job's progress
 
 
 @dataclass(frozen=True)
@@ -122,13 +143,14 @@ class Annotator:
         brush_size: float | None = None,
         fit_config: FitConfig | None = None,
         device: str = "cpu",
+        shard_size: int = 1000,
     ):
         """Opens (or creates, given ``generator``; mode default "binary") the store in workdir/data, shows an image.
 
         ``seed`` fixes the image sequence (default: random); ``truncation`` defaults to the generator's
         configured psi (StyleGAN2; 0.5 for SAIC checkpoints, as in the reference) and is recorded with every
         sample; ``brush_size`` is a diameter in image
-        pixels (default resolution / 16).
+        pixels (default resolution / 16); ``shard_size`` is the images per file that Generate writes.
         """
         self.workdir = Path(workdir)
         self.store = AnnotationStore.open_or_create(self.workdir / "data", generator, mode, classes)
@@ -152,6 +174,11 @@ class Annotator:
         self.values = self._mode_values()
         self.mode = next(iter(self.values))
         self.decoder, self.decoder_dir = self._latest_decoder()
+        self.shard_size = shard_size
+        self._busy = False  # a background job runs: canvas and buttons locked
+        self._stop = threading.Event()
+        self.job: threading.Thread | None = None
+        self._job_name = ""
         self._build_widgets()
         self._show(0)
 
@@ -243,7 +270,11 @@ class Annotator:
         return x / self.scale, y / self.scale
 
     def press(self, x: float, y: float) -> None:
-        """Starts a stroke at canvas point (x, y): paints a disc of the brush size with the mode's value."""
+        """Starts a stroke at canvas point (x, y): paints a disc of the brush size with the mode's value.
+
+        Ignored while Retrain or Generate runs (the canvas is locked)."""
+        if self._busy:
+            return
         self.release()
         point = self._to_image(x, y)
         self._stroke = Stroke(self.values[self.mode], self.brush_size, [point])
@@ -269,6 +300,7 @@ class Annotator:
 
     def undo(self) -> bool:
         """Removes the last stroke (replaying the others); returns whether there was one."""
+        self._check_idle("Undo")
         self.release()
         if not self._history:
             return False
@@ -284,6 +316,7 @@ class Annotator:
 
     def ok(self) -> Annotation | None:
         """Saves the current inputs and mask (if anything was painted) and shows the next image."""
+        self._check_idle("OK")
         self.release()
         saved = None
         if self._history:
@@ -294,10 +327,22 @@ class Annotator:
 
     def skip(self) -> None:
         """Shows the next image without saving."""
+        self._check_idle("Skip")
         self._show(self._current.index + 1)
 
-    def retrain(self, config: FitConfig | None = None, progress: bool = True) -> SemanticDecoder:
-        """Trains a fresh decoder on all saved samples (resuming or reusing this version's fit); shows a prediction."""
+    def retrain(
+        self,
+        config: FitConfig | None = None,
+        progress: bool = True,
+        stop: threading.Event | None = None,
+        report: Report | None = None,
+    ) -> SemanticDecoder:
+        """Trains a fresh decoder on all saved samples (resuming or reusing this version's fit); shows a prediction.
+
+        ``report(epoch, epochs)`` follows the epochs; a set ``stop`` raises `Stopped` after the current epoch (the
+        fit's last checkpoint stays, so the next Retrain resumes)."""
+        if threading.current_thread() is not self.job:
+            self._check_idle("Retrain")
         config = config or self.fit_config
         samples = self.store.training_samples()
         if not samples:
@@ -308,6 +353,13 @@ class Annotator:
             self.decoder = decoder
             self._update_prediction()
             self._render_image()
+            if report is not None:
+                report(epoch + 1, config.epochs)
+            if stop is not None and stop.is_set() and epoch + 1 < config.epochs:
+                raise Stopped(
+                    f"Retrain stopped after epoch {epoch + 1} of {config.epochs}; Retrain resumes from its last "
+                    f"checkpoint in {run_dir}"
+                )
 
         previous = self.decoder
         try:
@@ -323,25 +375,112 @@ class Annotator:
         return result.decoder
 
     def generate(
-        self, n_total: int = 10_000, shard_size: int = 1000, batch_size: int = 16, seed: int = 0, progress: bool = True
+        self,
+        n_total: int | None = None,
+        shard_size: int | None = None,
+        batch_size: int = 16,
+        seed: int = 0,
+        progress: bool = True,
+        stop: threading.Event | None = None,
+        report: Report | None = None,
     ) -> Path:
-        """Writes a synthetic dataset with the current decoder into workdir/generated/<decoder version>."""
+        """Writes ``n_total`` (default: the count box) synthetic pairs with the current decoder into
+        workdir/generated/<decoder version>-n<n_total>, resuming that folder's finished shards.
+
+        ``report(done, n_total)`` follows the images; a set ``stop`` raises `Stopped` at the next batch, keeping
+        the complete shards (the next call with the same count resumes)."""
+        if threading.current_thread() is not self.job:
+            self._check_idle("Generate")
         if self.decoder is None or self.decoder_dir is None:
             raise ValueError("no decoder yet: save some annotations and press Retrain first")
-        folder = self.workdir / "generated" / self.decoder_dir.name
+        n_total = int(self.count.value if n_total is None else n_total)
+        if n_total < 1:
+            raise ValueError(f"the number of images to generate must be positive; got {n_total}")
+        folder = self.workdir / "generated" / f"{self.decoder_dir.name}-n{n_total}"
         attrs = {"generator": self.store.generator.to_json(), "decoder": str(self.decoder_dir / "decoder.pt")}
+
+        def after_batch(end: int) -> None:
+            if report is not None:
+                report(end, n_total)
+            if stop is not None and stop.is_set() and end < n_total:
+                raise Stopped(
+                    f"Generate stopped: {finished_samples(folder)[0]} of {n_total} images, in complete shards, kept in "
+                    f"{folder}; Generate {n_total} again resumes"
+                )
+
         return generate_dataset(
             self.G,
             self.decoder,
             folder,
             n_total,
-            shard_size,
+            shard_size or self.shard_size,
             batch_size,
             seed,
             self.truncation,
             attrs=attrs,
             progress=progress,
+            after_batch=after_batch,
         )
+
+    # ------------------------------------------------------------------------------------------- jobs
+
+    def _check_idle(self, action: str) -> None:
+        if self._busy:
+            raise RuntimeError(f"{action} is not possible while {self._job_name} runs: press Stop or wait for it")
+
+    def stop(self) -> None:
+        """Asks the running Retrain or Generate to end at its next batch or epoch (the Stop button)."""
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Waits for the background job (if any) to end; returns whether none is running."""
+        if self.job is not None:
+            self.job.join(timeout)
+        return not self._busy
+
+    def _start(self, name: str, work: Callable[[Report], str]) -> None:
+        """Runs ``work(report)`` in a background thread with the canvas and buttons locked and Stop enabled; its
+        returned message, a `Stopped` message or an error goes to the status line."""
+        if self._busy:
+            return
+        self.release()
+        self._stop.clear()
+        self._job_name = name
+        self.progress.value, self.progress.max, self.progress.description = 0, 1, name
+        self._set_busy(True)
+        self.status.value = f"{name} running…"
+
+        def report(done: int, total: int) -> None:
+            self.progress.max, self.progress.value = max(total, 1), min(done, total)
+
+        def run() -> None:
+            try:
+                message = work(report)
+            except Stopped as stopped:
+                message = str(stopped)
+            except Exception as err:  # shown to the user; the widget stays usable
+                message = f"<b>error:</b> {type(err).__name__}: {err}"
+            self._set_busy(False)
+            self._update_status(message)
+
+        self.job = threading.Thread(target=run, name=f"annotator {name}", daemon=True)
+        self.job.start()
+
+    def _set_busy(self, busy: bool) -> None:
+        self._busy = busy
+        for button in self.buttons.values():
+            button.disabled = busy
+        self.buttons["Generate"].disabled = busy or self.decoder is None
+        self.count.disabled = busy
+        self.stop_button.disabled = not busy
+
+    def _retrain_job(self, report: Report) -> str:
+        self.retrain(progress=False, stop=self._stop, report=report)
+        return f"decoder {self.decoder_dir.name} trained on {len(self.store)} annotations"
+
+    def _generate_job(self, report: Report) -> str:
+        folder = self.generate(progress=False, stop=self._stop, report=report)
+        return f"wrote {finished_samples(folder)[0]} images to {folder}"
 
     # ----------------------------------------------------------------------------------------- display
 
@@ -360,34 +499,40 @@ class Annotator:
             value=round(self.brush_size), min=1, max=self.resolution, description="size (px)"
         )
         self.brush_slider.observe(lambda change: self.set_brush(change["new"]), names="value")
-        actions = {
-            "Undo": self.undo,
-            "OK": self.ok,
-            "Skip": self.skip,
-            "Retrain": self.retrain,
-            "Generate": self.generate,
-        }
-        self.buttons = {name: widgets.Button(description=name) for name in actions}
-        for name, button in self.buttons.items():
-            button.on_click(lambda _, action=actions[name]: self._run(action))
+        actions = {"Undo": self.undo, "OK": self.ok, "Skip": self.skip}
+        jobs = {"Retrain": self._retrain_job, "Generate": self._generate_job}
+        self.buttons = {name: widgets.Button(description=name) for name in [*actions, *jobs]}
+        for name, action in actions.items():
+            self.buttons[name].on_click(lambda _, action=action: self._run(action))
+        for name, job in jobs.items():
+            self.buttons[name].on_click(lambda _, name=name, job=job: self._start(name, job))
         self.buttons["Generate"].disabled = self.decoder is None
+        self.count = widgets.BoundedIntText(
+            value=GENERATE_COUNT, min=1, max=10_000_000, description="images", layout=widgets.Layout(width="180px")
+        )
+        self.stop_button = widgets.Button(description="Stop", button_style="warning", disabled=True)
+        self.stop_button.on_click(lambda _: self.stop())
+        self.progress = widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(width="384px"))
+        self.show_prediction = widgets.Checkbox(value=True, description="show prediction (outlines)", indent=False)
+        self.show_prediction.observe(lambda _: self._render_image(), names="value")
+        self.legend = widgets.HTML(self._legend())
         self.status = widgets.HTML()
         self.output = widgets.Output()
         self.widget = widgets.VBox(
             [
                 self.canvas,
+                self.legend,
                 self.mode_buttons,
                 self.brush_slider,
-                widgets.HBox(list(self.buttons.values())),
+                widgets.HBox([*self.buttons.values(), self.count, self.stop_button]),
+                widgets.HBox([self.progress, self.show_prediction]),
                 self.status,
                 self.output,
             ]
         )
 
     def _run(self, action: Any) -> None:
-        """Runs a button's action with the buttons disabled; errors are shown, not raised into the frontend."""
-        for button in self.buttons.values():
-            button.disabled = True
+        """Runs a quick button action (Undo, OK, Skip); errors are shown, not raised into the frontend."""
         try:
             with self.output:
                 action()
@@ -395,12 +540,10 @@ class Annotator:
             self.status.value = f"<b>error:</b> {type(err).__name__}: {err}"
         else:
             self._update_status()
-        finally:
-            for button in self.buttons.values():
-                button.disabled = False
-            self.buttons["Generate"].disabled = self.decoder is None
 
     def _key(self, key: str, shift: bool, ctrl: bool, meta: bool) -> None:
+        if self._busy:
+            return
         if key.lower() == "z" and (ctrl or meta):
             self.undo()
         elif key in ("[", "]"):
@@ -410,12 +553,31 @@ class Annotator:
         self.release()
         self.canvas[2].clear()
 
-    def _update_status(self) -> None:
+    def _update_status(self, message: str = "") -> None:
         decoder = self.decoder_dir.name if self.decoder_dir else "none (press Retrain)"
-        self.status.value = (
+        self.status.value = (message + "<br>" if message else "") + (
             f"image #{self._current.index} · {len(self.store)} saved · store version "
             f"{self.store.version} · decoder {decoder}"
         )
+
+    def _prediction_colour(self, value: int) -> np.ndarray:
+        """Outline colour of a predicted class (binary: the reference's green; multiclass: the class colour)."""
+        return np.asarray(PREDICTION_RGB, np.uint8) if self.store.mode == "binary" else self._colour(value)
+
+    def _legend(self) -> str:
+        """HTML legend: each brush's colour, ignore, and how the prediction is drawn."""
+
+        def swatch(rgb: np.ndarray, outline: bool = False) -> str:
+            colour = "rgb({}, {}, {})".format(*np.asarray(rgb, int))
+            look = f"border: 2px solid {colour}" if outline else f"background: {colour}; border: 1px solid #888"
+            return f'<span style="display: inline-block; width: 12px; height: 12px; {look}"></span>'
+
+        names = {"positive": "positive (object)", "negative": "negative (background)"}
+        items = [f"{swatch(self._colour(v))} {names.get(m, m)}" for m, v in self.values.items() if m != "ignore"]
+        classes = range(1, self.store.num_classes)
+        outlines = "".join(swatch(self._prediction_colour(v), outline=True) for v in classes)
+        items += ["unpainted: ignore", f"{outlines} prediction (outlines)"]
+        return " &nbsp; ".join(items)
 
     def _colour(self, value: int) -> np.ndarray:
         """Display colour of a mask value."""
@@ -423,15 +585,21 @@ class Annotator:
             return PALETTE[1] if value == BINARY_POSITIVE else PALETTE[0]
         return PALETTE[value % len(PALETTE)]
 
-    def _render_image(self) -> None:
-        """Image layer: the generated image with the prediction blended in (positive / non-zero classes)."""
-        shown = self._image.astype(np.float32)
-        if self._prediction is not None:
+    def shown_image(self) -> np.ndarray:
+        """The image layer as displayed (uint8 [display, display, 3]): the generated image with the outlines of
+        the predicted non-background classes, unless the checkbox hides them."""
+        shown = _resize(self._image, self.display_size, False).copy()
+        if self._prediction is not None and self.show_prediction.value:
+            labels = _resize(self._prediction, self.display_size, True)
             for value in range(1, self.store.num_classes):
-                where = self._prediction == value
-                colour = PREDICTION_RGB if self.store.mode == "binary" else PALETTE[value % len(PALETTE)]
-                shown[where] = 0.5 * shown[where] + 0.5 * np.asarray(colour, np.float32)
-        self.canvas[0].put_image_data(_resize(shown.round().astype(np.uint8), self.display_size, False), 0, 0)
+                region = labels == value
+                edge = region & ~binary_erosion(region, iterations=OUTLINE_PX, border_value=1)
+                shown[edge] = self._prediction_colour(value)
+        return shown
+
+    def _render_image(self) -> None:
+        """Image layer: `shown_image`."""
+        self.canvas[0].put_image_data(self.shown_image(), 0, 0)
 
     def _render_mask(self) -> None:
         """Mask layer from the NumPy mask: painted pixels in their colour, ignore transparent."""

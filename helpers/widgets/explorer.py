@@ -1,13 +1,17 @@
 """Live latent-direction explorer: original | shifted | mask, updated in place as the slider moves.
 
-The view is three ipywidgets ``Image`` tiles under a direction dropdown, a magnitude slider and a seed
-box; every change re-renders through ``render`` (one batched generator forward for z and z + r h). The
-same Python API (``set``, ``render``) drives it without a browser, so tests and headless runs use it too.
+The view is three ipywidgets ``Image`` tiles under a direction dropdown (every candidate of notebook 03's
+``candidates.pt``, in rank order, with `DirectionExplorer.from_candidates`), a magnitude slider and a seed box;
+every change re-renders through ``render`` (one batched generator forward for z and z + r h). A button saves the
+direction on screen, oriented by the slider's sign, as ``bg_direction.pth``. The same Python API (``set``,
+``render``, ``save``) drives it without a browser, so tests and headless runs use it too.
 """
 
 from __future__ import annotations
 
 import io
+import os
+from pathlib import Path
 
 import ipywidgets as widgets
 import numpy as np
@@ -15,8 +19,11 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from helpers.direction_masks.direction_files import record_choice, save_direction
 from helpers.direction_masks.synthesis import raw_masks
 from helpers.gans.base import Generator, to_uint8
+
+MASK_LEGEND = "white: brighter in G(z + r·h), the object; black: the rest"
 
 
 def png_bytes(array: np.ndarray, scale: int = 1) -> bytes:
@@ -30,7 +37,10 @@ def png_bytes(array: np.ndarray, scale: int = 1) -> bytes:
 
 
 class DirectionExplorer:
-    """Dropdown of directions, magnitude slider and seed; shows G(z), G(z + r h) and the lighting mask."""
+    """Dropdown of directions, magnitude slider and seed; shows G(z), G(z + r h) and the lighting mask.
+
+    ``save_to`` (a ``bg_direction.pth`` path) adds the save button; without it `save` needs a path.
+    """
 
     def __init__(
         self,
@@ -40,11 +50,14 @@ class DirectionExplorer:
         max_magnitude: float = 10.0,
         seed: int = 0,
         scale: int = 4,
+        save_to: str | os.PathLike | None = None,
     ):
         if not directions:
             raise ValueError("DirectionExplorer needs at least one direction")
         self.G, self.directions, self.scale = G.eval(), {k: v.reshape(-1) for k, v in directions.items()}, scale
-        self.direction = widgets.Dropdown(options=list(self.directions), description="direction")
+        self.save_to = None if save_to is None else Path(save_to)
+        options = [(f"{rank}. {name}", name) for rank, name in enumerate(self.directions, 1)]
+        self.direction = widgets.Dropdown(options=options, description="direction")
         self.magnitude = widgets.FloatSlider(
             value=magnitude,
             min=-max_magnitude,
@@ -52,14 +65,41 @@ class DirectionExplorer:
             step=0.25,
             description="shift r",
             continuous_update=True,
+            layout=widgets.Layout(width="480px"),
         )
-        self.seed = widgets.IntText(value=seed, description="seed")
+        self.seed = widgets.IntText(value=seed, description="seed", layout=widgets.Layout(width="160px"))
         self.tiles = {name: widgets.Image(format="png") for name in ("original", "shifted", "mask")}
-        captions = [widgets.VBox([widgets.Label(name), tile]) for name, tile in self.tiles.items()]
-        self.widget = widgets.VBox([widgets.HBox([self.direction, self.magnitude, self.seed]), widgets.HBox(captions)])
-        for control in (self.direction, self.magnitude, self.seed):
+        captions = {"original": "G(z)", "shifted": "G(z + r·h)", "mask": "mask"}
+        columns = [widgets.VBox([widgets.Label(captions[name]), tile]) for name, tile in self.tiles.items()]
+        self.legend = widgets.HTML(
+            '<span style="display:inline-block;width:12px;height:12px;background:#fff;border:1px solid #888"></span> '
+            + MASK_LEGEND.split("; ")[0]
+            + ' &nbsp; <span style="display:inline-block;width:12px;height:12px;background:#000"></span> '
+            + MASK_LEGEND.split("; ")[1]
+        )
+        self.save_button = widgets.Button(description="save as bg_direction.pth", layout=widgets.Layout(width="220px"))
+        self.save_button.on_click(lambda _: self._save_clicked())
+        self.status = widgets.HTML()
+        controls = [self.direction, self.magnitude, self.seed]
+        actions = [self.save_button, self.status] if self.save_to is not None else []
+        self.widget = widgets.VBox([widgets.HBox(controls), widgets.HBox(columns), self.legend, widgets.HBox(actions)])
+        for control in controls:
             control.observe(lambda _change: self.update(), names="value")
         self.update()
+
+    @classmethod
+    def from_candidates(cls, G: Generator, path: str | os.PathLike, **kwargs) -> DirectionExplorer:
+        """An explorer over every candidate of a ``candidates.pt`` (notebook 03: names and oriented directions,
+        best first)."""
+        try:
+            found = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - missing, truncated or not a torch file
+            raise ValueError(f"{path} cannot be read as a candidates file: {type(err).__name__}: {err}") from None
+        if not (isinstance(found, dict) and {"names", "directions"} <= set(found)):
+            raise ValueError(f"{path} is not a candidates file: expected {{'names': [...], 'directions': [K, dim_z]}}")
+        if len(found["names"]) != len(found["directions"]):
+            raise ValueError(f"{path}: {len(found['names'])} names for {len(found['directions'])} directions")
+        return cls(G, dict(zip(found["names"], found["directions"])), **kwargs)
 
     @torch.no_grad()
     def render(self) -> dict[str, np.ndarray]:
@@ -93,6 +133,30 @@ class DirectionExplorer:
         if seed is not None:
             self.seed.value = seed
         return self.render()
+
+    def save(self, path: str | os.PathLike | None = None) -> Path:
+        """Writes the direction on screen times the slider's sign (the shift that gives the mask shown) in the
+        released format, to ``path`` or ``save_to``; a ``ranking.json`` beside it records the choice."""
+        target = Path(path) if path is not None else self.save_to
+        if target is None:
+            raise ValueError("no path: give save(path) or the explorer's save_to")
+        if self.magnitude.value == 0:
+            raise ValueError("the shift r is 0: move the slider to the side whose mask marks the object")
+        sign = 1.0 if self.magnitude.value > 0 else -1.0
+        name = self.direction.value
+        save_direction(target, sign * self.directions[name])
+        record_choice(target, name, sign, chosen_by="direction explorer")
+        return target
+
+    def _save_clicked(self) -> None:
+        """The button: saves, and says what was written or why not."""
+        try:
+            target = self.save(self.save_to)
+        except ValueError as err:
+            self.status.value = f"<b>not saved:</b> {err}"
+        else:
+            sign = "+" if self.magnitude.value > 0 else "−"
+            self.status.value = f"saved {sign}{self.direction.value} to {target}"
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

@@ -1,3 +1,5 @@
+import time
+
 import numpy as np
 import pytest
 
@@ -95,6 +97,7 @@ def test_retrain_predicts_and_generate_writes_shards(annotator, tmp_path):
     with pytest.raises(ValueError, match="no saved annotations"):
         annotator.retrain(progress=False)
     annotator.buttons["Retrain"].click()  # a button shows the error instead of raising
+    assert annotator.wait(60)
     assert "no saved annotations" in annotator.status.value and not annotator.buttons["OK"].disabled
     annotator.set_brush(12)
     annotator.press(20 * SCALE, 20 * SCALE)
@@ -107,7 +110,7 @@ def test_retrain_predicts_and_generate_writes_shards(annotator, tmp_path):
     assert (annotator.decoder_dir / "decoder.pt").exists() and annotator.decoder_dir.name == "v000001"
 
     folder = annotator.generate(n_total=3, shard_size=2, batch_size=2, progress=False)
-    assert len(ShardDataset(folder)) == 3 and folder.name == "v000001"
+    assert len(ShardDataset(folder)) == 3 and folder.name == "v000001-n3"
     # a new annotator on the same folder continues with the saved samples and the finished decoder
     reopened = Annotator(tmp_path / "work", seed=1, fit_config=FAST)
     assert len(reopened.store) == 1 and reopened.prediction is not None
@@ -124,3 +127,81 @@ def test_biggan_and_multiclass(tmp_path):
     assert annotator.mask[10, 10] == 2 and annotator.mask[0, 0] == 255
     saved = annotator.ok()
     assert annotator.store.labels(saved.mask)[10, 10] == 2
+
+
+def _painted_and_trained(annotator):
+    """One saved annotation (an object stroke and a background stroke) and a finished decoder."""
+    annotator.set_brush(12)
+    annotator.press(20 * SCALE, 20 * SCALE)
+    annotator.set_mode("negative")
+    annotator.press(50 * SCALE, 50 * SCALE)
+    annotator.ok()
+    annotator.retrain(progress=False)
+
+
+def test_generate_button_takes_a_count_runs_beside_the_kernel_and_stops(tmp_path):
+    """The count box sets the images; Stop ends the job keeping complete shards; the canvas is locked meanwhile."""
+    annotator = Annotator(tmp_path / "work", "default-stylegan2", seed=0, brush_size=5, fit_config=FAST, shard_size=4)
+    _painted_and_trained(annotator)
+    annotator.count.value = 6
+    annotator.buttons["Generate"].click()
+    assert annotator.wait(120) and "wrote 6 images" in annotator.status.value
+    assert len(ShardDataset(tmp_path / "work" / "generated" / "v000001-n6")) == 6
+    assert annotator.progress.value == annotator.progress.max == 6
+
+    annotator.count.value = 10_000
+    folder = tmp_path / "work" / "generated" / "v000001-n10000"
+    annotator.buttons["Generate"].click()
+    assert annotator.job.is_alive() and annotator.buttons["OK"].disabled and not annotator.stop_button.disabled
+    before = annotator.mask
+    annotator.press(30 * SCALE, 30 * SCALE)  # a stroke while Generate runs is ignored
+    annotator.drag(40 * SCALE, 30 * SCALE)
+    annotator.release()
+    np.testing.assert_array_equal(annotator.mask, before)
+    with pytest.raises(RuntimeError, match="not possible while Generate runs"):
+        annotator.ok()
+    deadline = time.monotonic() + 120
+    while len(list(folder.glob("shard_*.h5"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    annotator.stop_button.click()
+    assert annotator.wait(60) and not annotator.job.is_alive()
+    shards = sorted(folder.glob("shard_*.h5"))
+    assert 2 <= len(shards) < 2500 and "Generate stopped" in annotator.status.value
+    assert f"{4 * len(shards)} of 10000 images" in annotator.status.value
+    time.sleep(0.5)
+    assert sorted(folder.glob("shard_*.h5")) == shards and not list(folder.glob("*.tmp*"))  # nothing after the stop
+    assert not annotator.buttons["OK"].disabled and annotator.stop_button.disabled
+    annotator.press(30 * SCALE, 30 * SCALE)  # unlocked again
+    assert annotator.mask[30, 30] == 128
+
+
+def test_retrain_button_reports_epochs_and_stop_keeps_the_last_decoder(annotator):
+    _painted_and_trained(annotator)
+    first = annotator.decoder
+    annotator.press(5 * SCALE, 5 * SCALE)
+    annotator.ok()  # a second annotation: a new store version, a new fit
+    annotator.stop()  # a stop pressed before the job starts does not end it
+    annotator.buttons["Retrain"].click()
+    assert annotator.wait(120) and annotator.decoder is not first
+    assert annotator.progress.value == annotator.progress.max == FAST.epochs
+    assert "decoder v000002 trained on 2 annotations" in annotator.status.value
+
+
+def test_legend_and_prediction_outlines_differ_from_strokes(tmp_path):
+    """Multiclass: strokes fill in the class colour; the prediction is an outline, the region inside untouched."""
+    annotator = Annotator(
+        tmp_path / "mc", "default-biggan", mode="multiclass", classes=["background", "object", "part"], seed=0
+    )
+    for name in ("background", "object", "part", "ignore", "prediction (outlines)"):
+        assert name in annotator.legend.value
+    prediction = np.zeros((64, 64), np.uint8)
+    prediction[16:48, 16:48] = 1
+    annotator._prediction = prediction
+    shown, plain = annotator.shown_image(), np.asarray(annotator._image.repeat(SCALE, 0).repeat(SCALE, 1))
+    white = np.array([255, 255, 255], np.uint8)
+    inside = np.s_[16 * SCALE + 4 : 48 * SCALE - 4, 16 * SCALE + 4 : 48 * SCALE - 4]
+    np.testing.assert_array_equal(shown[inside], plain[inside])  # no fill that could pass for a stroke
+    assert (shown[16 * SCALE, 20 * SCALE : 40 * SCALE] == white).all()  # the outline, in the object colour
+    np.testing.assert_array_equal(shown[: 16 * SCALE - 1], plain[: 16 * SCALE - 1])
+    annotator.show_prediction.value = False
+    np.testing.assert_array_equal(annotator.shown_image(), plain)
