@@ -289,7 +289,9 @@ def run_job(path: str | os.PathLike, backend: str = "gloo") -> Any:
     init_from_env(backend)
     try:
         job = torch.load(path, map_location=device(), weights_only=False)  # written by `launch` on this machine
-        return job()
+        result = job()
+        dist.barrier()  # no rank tears its connections down while another still works (gloo aborts that rank)
+        return result
     finally:
         dist.destroy_process_group()
 
