@@ -136,7 +136,10 @@ def load_profile(name_or_path: str | os.PathLike) -> Profile:
             raise FileNotFoundError(
                 f"no profile {str(name_or_path)!r} in {profiles_dir()}; available: {', '.join(available())}"
             )
-    content = yaml.safe_load(path.read_text()) or {}
+    try:
+        content = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML: {err}") from None
     if not isinstance(content, dict) or set(content) - set(TOP_LEVEL):
         raise ValueError(
             f"{path}: a profile is a mapping with the sections {', '.join(TOP_LEVEL)}; "

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sourced by test.sh: makes sure Chromium and its WebDriver are installed (the report's test opens report.html in
-# headless Chromium). Installs Debian's chromium and chromium-driver with apt-get when they are missing.
+# Sourced by test.sh: makes sure Chromium and its WebDriver are installed (the report's test opens report.html, and
+# the widgets' test drives JupyterLab, in headless Chromium). Installs Debian's chromium and chromium-driver with
+# apt-get when they are missing.
 set -euo pipefail
 
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then

@@ -69,6 +69,15 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, default=json_default) + "\n")
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file's content; a damaged file (truncated, edited by hand) raises a ValueError that names it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not readable JSON ({err}): repair or delete it") from None
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The rows of a JSON-lines file such as a run's log.jsonl, oldest first ([] if it does not exist yet)."""
     path = Path(path)

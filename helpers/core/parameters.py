@@ -147,6 +147,8 @@ def parameter_problems(values: Mapping[str, Any], defaults: Mapping[str, Any]) -
         close = difflib.get_close_matches(name, defaults, n=2)
         hint = f" (did you mean {' or '.join(close)}?)" if close else ""
         problems.append(f"{name}: not a parameter of this notebook{hint}")
+    for name in sorted(n for n in values if not n.isupper() and n.upper() in defaults):
+        problems.append(f"{name}: not a parameter of this notebook (parameters are upper case: {name.upper()})")
     for name, default in defaults.items():
         value = values.get(name, default)
         reason = _type_problem(value, default)

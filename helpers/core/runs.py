@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.core import distributed
-from helpers.core.io import atomic_path, json_default, load_checkpoint, read_jsonl, save_torch, write_json
+from helpers.core.io import atomic_path, json_default, load_checkpoint, read_json, read_jsonl, save_torch, write_json
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
@@ -78,6 +78,12 @@ class RunFolder:
         the stored state), then the stored and the requested settings.
         """
         state = load_checkpoint(self.checkpoint_path)
+        missing = [k for k in (key, "step") if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise ValueError(
+                f"{self.checkpoint_path} is not this kind of run's checkpoint (no {missing}): another job's run "
+                "folder? Use a new run folder."
+            )
         stored = state[key]
         others_differ = any(state.get(k) != v for k, v in (expect or {}).items())
         if others_differ or self._fixed(stored) != self._fixed(requested):
@@ -131,7 +137,7 @@ def claim_record(path: str | os.PathLike, record: Any, refusal: Callable[[Any], 
     path = Path(path)
     wanted = json.loads(json.dumps(record, default=json_default))
     if path.exists():
-        found = json.loads(path.read_text())
+        found = read_json(path)
         if found != wanted:
             raise ValueError(refusal(found))
         return path

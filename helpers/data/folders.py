@@ -133,9 +133,18 @@ def threshold_mask(mask: Image.Image, threshold: float = 0.5) -> np.ndarray:
       colours the reference rule reads as one class): 1 is the object;
     * 16-bit masks: values up to 255 are read as 8-bit, 0 ... 65535 scaled by 65535; other 16-bit ranges are
       refused (ValueError) as ambiguous;
+    * a JPEG whose values stay between 1 and 15 (a 0/1 mask that went through JPEG: its object and its noise
+      cannot be told apart) is refused (ValueError);
     * everything else (0/255, soft 8-bit masks, colour and palette masks): the reference rule as it is.
     """
     lossless = mask.format != "JPEG"  # JPEG noise puts stray 1s into black masks
+    if not lossless:
+        top = int(np.asarray(mask.convert("RGB"))[..., 0].max(initial=0))
+        if 0 < top < 16:
+            raise ValueError(
+                f"a JPEG mask whose values stay between 0 and {top} looks like a 0/1 mask, which the reference rule "
+                "reads as all background and JPEG noise blurs; save 0/1 masks as PNG, or as 0/255"
+            )
     if mask.mode in SIXTEEN_BIT_MODES:
         raw = np.asarray(mask).astype(np.int64)
         top = int(raw.max(initial=0))
@@ -388,10 +397,7 @@ def read_labelled(root: str | os.PathLike[str], size: int, num_classes: int | No
     folder = ImageMaskFolder(root / "images", root / "masks", mask_rule=class_mask)
     images, labels, bad = [], [], []
     for i, pair in enumerate(folder.pairs):
-        try:
-            image, mask, _ = folder[i]
-        except ValueError as err:
-            raise FolderDatasetError(f"{pair.mask_path}: {err}") from err
+        image, mask, _ = folder[i]  # its errors name the file
         if num_classes is not None and mask.max() >= num_classes:
             bad.append(f"{pair.mask_path}: values {[int(v) for v in np.unique(mask) if v >= num_classes]}")
         images.append(np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS)))

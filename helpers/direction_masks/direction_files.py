@@ -4,13 +4,12 @@ and the check that a found direction belongs to the generator and shift space it
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from helpers.core.io import save_torch, write_json
+from helpers.core.io import read_json, save_torch, write_json
 
 
 def as_direction(direction: Tensor, dim_z: int) -> Tensor:
@@ -32,7 +31,7 @@ def check_shift_space(direction_path: str | Path, generator: str, shift_space: s
     record = Path(direction_path).with_name("ranking.json")
     if not record.is_file():
         return
-    found = json.loads(record.read_text())
+    found = read_json(record)
     wanted = {"generator": generator, "shift_space": shift_space}
     recorded = {
         "generator": found.get("generator"),
@@ -65,6 +64,8 @@ def load_direction(path: str | Path, dim_z: int | None = None) -> Tensor:
     direction = obj.squeeze().float()
     if dim_z is not None and len(direction) != dim_z:
         raise ValueError(f"{path} holds a direction of {len(direction)} values; the generator has dim_z = {dim_z}")
+    if not torch.isfinite(direction).all():
+        raise ValueError(f"{path} holds non-finite values (NaN or inf): a diverged or damaged direction")
     return direction
 
 
@@ -73,7 +74,7 @@ def record_choice(direction_path: str | Path, name: str, sign: float, chosen_by:
     so that the record names the direction in use after a researcher replaced notebook 03's choice."""
     record = Path(direction_path).with_name("ranking.json")
     if record.is_file():
-        found = json.loads(record.read_text())
+        found = read_json(record)
         rows = {row.get("name"): row for row in found.get("ranking", [])}
         found["chosen"] = {**rows.get(name, {"name": name}), "sign": sign, "chosen_by": chosen_by}
         write_json(record, found)

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from helpers.core import distributed
-from helpers.core.io import atomic_path
+from helpers.core.io import atomic_path, read_json
 from helpers.core.runs import claim_record
 
 MANIFEST = "manifest.json"
@@ -86,7 +86,7 @@ def finished_samples(folder: str | os.PathLike) -> tuple[int, int]:
     manifest = Path(folder) / MANIFEST
     if not manifest.is_file():
         return 0, 0
-    found = json.loads(manifest.read_text())
+    found = read_json(manifest)
     counts = shard_counts(found["n_total"], found["shard_size"])
     return sum(n for i, n in enumerate(counts) if _is_complete(shard_path(folder, i), n)), found["n_total"]
 
@@ -154,7 +154,7 @@ class ShardDataset:
         manifest_path = self.folder / MANIFEST
         if not manifest_path.exists():
             raise FileNotFoundError(f"no {MANIFEST} in {self.folder}: not a shard folder (see write_shards)")
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_json(manifest_path)
         self.n_total, self.shard_size = manifest["n_total"], manifest["shard_size"]
         self.attrs: dict[str, Any] = manifest["attrs"]
         counts = shard_counts(self.n_total, self.shard_size)

@@ -78,6 +78,20 @@ def _loss(logits: Tensor, y: Tensor, ignore_index: int | None) -> Tensor:
     return F.cross_entropy(logits.float(), y, ignore_index=-100 if ignore_index is None else ignore_index)
 
 
+def _check_labels(y: Tensor, n_classes: int, ignore: int | None) -> None:
+    """Refuses labels the model has no class for (torch would fail with a bare index error, or on a GPU assert)."""
+    outside = (y < 0) | (y >= n_classes)
+    if ignore is not None:
+        outside &= y != ignore
+    if outside.any():
+        found = torch.unique(y[outside]).tolist()[:5]
+        raise ValueError(
+            f"a training batch holds labels {found}, outside the model's {n_classes} classes 0 … {n_classes - 1}"
+            + (f" and the ignore index {ignore}" if ignore is not None else "")
+            + ": masks must hold class indices (e.g. 0/1 for object masks, not 0/255)"
+        )
+
+
 class SegmentationTrainer:
     """One resumable training run of ``model`` in ``run_dir``.
 
@@ -179,6 +193,7 @@ class SegmentationTrainer:
         self.net.train()
         with autocast(self.amp_dtype, self.device):
             logits = self.net(x)
+        _check_labels(y, logits.shape[1], ignore)
         if ranks > 1:  # DDP averages the ranks' gradients: ranks x (slice sum / global count) gives one process's
             ignored = -100 if ignore is None else ignore
             loss = F.cross_entropy(logits.float(), y, ignore_index=ignored, reduction="sum") * ranks / max(labelled, 1)

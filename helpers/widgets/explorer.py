@@ -99,6 +99,11 @@ class DirectionExplorer:
             raise ValueError(f"{path} is not a candidates file: expected {{'names': [...], 'directions': [K, dim_z]}}")
         if len(found["names"]) != len(found["directions"]):
             raise ValueError(f"{path}: {len(found['names'])} names for {len(found['directions'])} directions")
+        if found["directions"].shape[-1] != G.dim_z:
+            raise ValueError(
+                f"{path} holds directions of {found['directions'].shape[-1]} values; this generator's dim_z (of its "
+                f"shift space) is {G.dim_z}: another generator or shift space than notebook 03's?"
+            )
         return cls(G, dict(zip(found["names"], found["directions"])), **kwargs)
 
     @torch.no_grad()

@@ -221,9 +221,16 @@ def test_ambiguous_and_jpeg_masks(tmp_path) -> None:
     ambiguous = Image.fromarray(np.array([[0, 1000, 1000, 0]], np.uint16))
     with pytest.raises(ValueError, match="neither 0/1, 0/255 nor 0/65535"):
         threshold_mask(ambiguous)
-    noisy = Image.fromarray(np.array([[0, 1, 1, 0]], np.uint8))  # a black JPEG mask with compression noise
+    low = Image.fromarray(np.array([[0, 1, 1, 0]], np.uint8))  # a 0/1 mask, or noise in a black one: refused
+    low.format = "JPEG"
+    with pytest.raises(ValueError, match="JPEG mask whose values stay between 0 and 1 looks like a 0/1 mask"):
+        threshold_mask(low)
+    noisy = Image.fromarray(np.array([[0, 1, 2, 255, 250, 3]], np.uint8))  # a 0/255 JPEG mask: the reference rule
     noisy.format = "JPEG"
-    np.testing.assert_array_equal(threshold_mask(noisy), [[False, False, False, False]])
+    np.testing.assert_array_equal(threshold_mask(noisy), [[False, False, False, True, True, False]])
+    black = Image.fromarray(np.zeros((1, 4), np.uint8))
+    black.format = "JPEG"
+    assert not threshold_mask(black).any()
     # in a folder, the error names the file
     for sub in ("images", "ground_truth_mask"):
         (tmp_path / "ECSSD" / sub).mkdir(parents=True)
