@@ -76,6 +76,16 @@ def test_failure_names_notebook_and_cell(folder, tmp_path):
     assert [n["status"] for n in summary["notebooks"]] == ["passed", "passed", "failed"]
 
 
+def test_a_cell_past_the_timeout_fails_its_notebook_and_the_summary_says_so(folder, tmp_path):
+    _notebook(folder / "03_slow.ipynb", "OUT_DIR = 'z'", "import time\ntime.sleep(30)")
+    results = tmp_path / "results"
+    with pytest.raises(NotebookFailed, match=r"03_slow\.ipynb failed: CellTimeoutError"):
+        run_all(results, smoke=True, folder=folder, only=["03"], timeout=2)
+    summary = json.loads((results / "summary.json").read_text())
+    assert [(n["notebook"], n["status"]) for n in summary["notebooks"]] == [("03_slow.ipynb", "failed")]
+    assert "timed out" in summary["notebooks"][0]["error"] and summary["notebooks"][0]["seconds"] < 25
+
+
 def test_main_exit_code(folder, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("helpers.runner.notebooks_dir", lambda: folder)
     assert main(["--smoke", "--results", str(tmp_path / "ok")]) == 0
