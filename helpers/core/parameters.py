@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import papermill
 
 from helpers.core.paths import notebooks_dir
@@ -33,6 +34,30 @@ def declared_parameters(notebook: Path) -> dict[str, Any]:
         return {name: ast.literal_eval(p["default"]) for name, p in found.items()}
     except (ValueError, SyntaxError) as err:
         raise ValueError(f"{notebook}: the parameters cell must assign literals only ({err})") from err
+
+
+def assigned_names(notebook: Path) -> set[str]:
+    """Every name the notebook's code cells bind (assignments, loops, imports, definitions): a lower-case name in
+    the kernel that none of them binds came from outside, e.g. a mistyped ``papermill -p``."""
+    names: set[str] = set()
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                names.add(node.name)
+            elif isinstance(node, ast.alias):
+                names.add((node.asname or node.name).partition(".")[0])
+            elif isinstance(node, ast.arg):
+                names.add(node.arg)
+    return names
 
 
 def at_least(low: float) -> Callable[[Any], str | None]:
@@ -140,14 +165,17 @@ def _type_problem(value: Any, default: Any) -> str | None:
     return None if ok else f"must be a {type(default).__name__} like its default {default!r}"
 
 
-def parameter_problems(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[str]:
-    """Every problem of ``values`` (the kernel's names) against the declared ``defaults``, one line each."""
+def parameter_problems(
+    values: Mapping[str, Any], defaults: Mapping[str, Any], own_names: set[str] = frozenset()
+) -> list[str]:
+    """Every problem of ``values`` (the kernel's names) against the declared ``defaults``, one line each; a lower-case
+    spelling of a parameter is one unless the notebook binds that name itself (``own_names``)."""
     problems = []
     for name in sorted(n for n in values if n.isupper() and n not in defaults):
         close = difflib.get_close_matches(name, defaults, n=2)
         hint = f" (did you mean {' or '.join(close)}?)" if close else ""
         problems.append(f"{name}: not a parameter of this notebook{hint}")
-    for name in sorted(n for n in values if not n.isupper() and n.upper() in defaults):
+    for name in sorted(n for n in values if not n.isupper() and n.upper() in defaults and n not in own_names):
         problems.append(f"{name}: not a parameter of this notebook (parameters are upper case: {name.upper()})")
     for name, default in defaults.items():
         value = values.get(name, default)
@@ -164,8 +192,8 @@ def parameter_problems(values: Mapping[str, Any], defaults: Mapping[str, Any]) -
 def check_parameters(namespace: Mapping[str, Any], notebook: str) -> None:
     """Raises ParameterError listing every problem of a notebook's parameters (``notebook``: its path under
     notebooks/ without ``.ipynb``); call it in the cell after the parameters cell, before any work."""
-    defaults = declared_parameters(notebooks_dir() / f"{notebook}.ipynb")
-    problems = parameter_problems(namespace, defaults)
+    path = notebooks_dir() / f"{notebook}.ipynb"
+    problems = parameter_problems(namespace, declared_parameters(path), assigned_names(path))
     if problems:
         listing = "\n  ".join(problems)
         raise ParameterError(f"{len(problems)} problem(s) with the parameters of {notebook}:\n  {listing}")

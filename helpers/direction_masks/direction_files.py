@@ -69,12 +69,15 @@ def load_direction(path: str | Path, dim_z: int | None = None) -> Tensor:
     return direction
 
 
-def record_choice(direction_path: str | Path, name: str, sign: float, chosen_by: str) -> None:
-    """Notes in the ``ranking.json`` beside ``direction_path`` (if there is one) which candidate the file now holds,
-    so that the record names the direction in use after a researcher replaced notebook 03's choice."""
+def record_choice(direction_path: str | Path, name: str, flip: float, chosen_by: str) -> None:
+    """Notes in the ``ranking.json`` beside ``direction_path`` (if there is one) that the file now holds candidate
+    ``name`` of ``candidates.pt`` (oriented as ranked) times ``flip`` (±1); ``sign`` stays what it means in the
+    ranking, the factor on the raw candidate, and the scores are kept only when they describe that orientation."""
     record = Path(direction_path).with_name("ranking.json")
     if record.is_file():
         found = read_json(record)
-        rows = {row.get("name"): row for row in found.get("ranking", [])}
-        found["chosen"] = {**rows.get(name, {"name": name}), "sign": sign, "chosen_by": chosen_by}
+        row = {r.get("name"): r for r in found.get("ranking", [])}.get(name, {"name": name})
+        chosen = dict(row) if flip > 0 else {"name": name}
+        chosen.update(sign=float(row.get("sign", 1.0)) * flip, chosen_by=chosen_by)
+        found["chosen"] = chosen
         write_json(record, found)

@@ -111,7 +111,7 @@ def two_map_scores(
     shifted = torch.stack(rendered)
     D, N = shifted.shape[:2]
     with torch.random.fork_rng(devices=[]):  # the scorer's start depends on seed alone, not on the caller's RNG
-        torch.manual_seed(seed)
+        torch.random.default_generator.manual_seed(seed)  # the CPU generator only: fork_rng restores no other
         scorer = TwoMapScorer(D).to(G.device)
     opt = torch.optim.Adam(scorer.parameters(), lr=lr)
     for _ in range(train_steps):

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
+from helpers.core.manifest import sha256_file
 from helpers.core.modules import weights_fingerprint
 from helpers.direction_masks.direction_files import as_direction
 from helpers.gans.base import Generator, forward_chunk, prefer_channels_last, require_eval, to_uint8
@@ -443,8 +444,9 @@ class MaskSynthesizer:
         """What determines the batches (`helpers.segmentation.sources.source_record`): generator weights, direction,
         rules, latent source, seed and batch size."""
         embeddings = self.embeddings
-        if self._mapped_file():  # named, not read in full
-            embeddings = {"file": str(embeddings.filename), "shape": list(embeddings.shape)}
+        if self._mapped_file():  # named and hashed, not held in memory
+            path = str(embeddings.filename)
+            embeddings = {"file": path, "shape": list(embeddings.shape), "sha256": sha256_file(path)}
         elif embeddings is not None:
             embeddings = arrays_digest(np.asarray(embeddings.cpu() if isinstance(embeddings, Tensor) else embeddings))
         return {

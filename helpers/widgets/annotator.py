@@ -176,6 +176,7 @@ class Annotator:
         self.decoder, self.decoder_dir = self._latest_decoder()
         self.shard_size = shard_size
         self._busy = False  # a background job runs: canvas and buttons locked
+        self._drawing = threading.RLock()  # ipycanvas batches commands in one global, unlocked manager
         self._stop = threading.Event()
         self.job: threading.Thread | None = None
         self._job_name = ""
@@ -241,10 +242,12 @@ class Annotator:
         latent = self._current
         seeds = None if latent.noise_seed is None else [latent.noise_seed]
         if self.decoder is None:
-            self._image, self._prediction = generate_images(self.G, latent.z, seeds, latent.truncation)[0], None
+            image, prediction = generate_images(self.G, latent.z, seeds, latent.truncation)[0], None
         else:
             pred = predict(self.G, self.decoder, latent.z, seeds, latent.truncation)
-            self._image, self._prediction = pred.images[0], pred.labels[0]
+            image, prediction = pred.images[0], pred.labels[0]
+        with self._drawing:  # a background job's preview and the kernel thread read the pair together
+            self._image, self._prediction = image, prediction
 
     # ---------------------------------------------------------------------------------------- painting
 
@@ -282,7 +285,10 @@ class Annotator:
         self._draw_live(point, None)
 
     def drag(self, x: float, y: float) -> None:
-        """Extends the current stroke to canvas point (x, y); without a pressed stroke it only moves the cursor."""
+        """Extends the current stroke to canvas point (x, y); without a pressed stroke it only moves the cursor
+        (not while Retrain or Generate runs)."""
+        if self._busy:
+            return
         self._draw_cursor(x, y)
         if self._stroke is None:
             return
@@ -354,10 +360,10 @@ class Annotator:
             self._update_prediction()
             self._render_image()
             if report is not None:
-                report(epoch + 1, config.epochs)
-            if stop is not None and stop.is_set() and epoch + 1 < config.epochs:
+                report(epoch, config.epochs)  # epochs finished, 1 ... epochs
+            if stop is not None and stop.is_set() and epoch < config.epochs:
                 raise Stopped(
-                    f"Retrain stopped after epoch {epoch + 1} of {config.epochs}; Retrain resumes from its last "
+                    f"Retrain stopped after epoch {epoch} of {config.epochs}; Retrain resumes from its last "
                     f"checkpoint in {run_dir}"
                 )
 
@@ -454,14 +460,16 @@ class Annotator:
             self.progress.max, self.progress.value = max(total, 1), min(done, total)
 
         def run() -> None:
+            message = f"{name} ended abnormally"
             try:
                 message = work(report)
             except Stopped as stopped:
                 message = str(stopped)
             except Exception as err:  # shown to the user; the widget stays usable
                 message = f"<b>error:</b> {type(err).__name__}: {err}"
-            self._set_busy(False)
-            self._update_status(message)
+            finally:
+                self._update_status(message)  # before the unlock: a job started next owns the status line
+                self._set_busy(False)
 
         self.job = threading.Thread(target=run, name=f"annotator {name}", daemon=True)
         self.job.start()
@@ -551,7 +559,8 @@ class Annotator:
 
     def _leave(self, x: float, y: float) -> None:
         self.release()
-        self.canvas[2].clear()
+        with self._drawing:
+            self.canvas[2].clear()
 
     def _update_status(self, message: str = "") -> None:
         decoder = self.decoder_dir.name if self.decoder_dir else "none (press Retrain)"
@@ -588,9 +597,11 @@ class Annotator:
     def shown_image(self) -> np.ndarray:
         """The image layer as displayed (uint8 [display, display, 3]): the generated image with the outlines of
         the predicted non-background classes, unless the checkbox hides them."""
-        shown = _resize(self._image, self.display_size, False).copy()
-        if self._prediction is not None and self.show_prediction.value:
-            labels = _resize(self._prediction, self.display_size, True)
+        with self._drawing:
+            image, prediction = self._image, self._prediction
+        shown = _resize(image, self.display_size, False).copy()
+        if prediction is not None and self.show_prediction.value:
+            labels = _resize(prediction, self.display_size, True)
             for value in range(1, self.store.num_classes):
                 region = labels == value
                 edge = region & ~binary_erosion(region, iterations=OUTLINE_PX, border_value=1)
@@ -599,7 +610,9 @@ class Annotator:
 
     def _render_image(self) -> None:
         """Image layer: `shown_image`."""
-        self.canvas[0].put_image_data(self.shown_image(), 0, 0)
+        shown = self.shown_image()
+        with self._drawing:
+            self.canvas[0].put_image_data(shown, 0, 0)
 
     def _render_mask(self) -> None:
         """Mask layer from the NumPy mask: painted pixels in their colour, ignore transparent."""
@@ -607,11 +620,12 @@ class Annotator:
         for value in np.unique(self._mask):
             if value != self.store.ignore_value:
                 rgba[self._mask == value] = (*self._colour(int(value)).astype(np.uint8), round(255 * STROKE_ALPHA))
-        self.canvas[1].clear()
-        self.canvas[1].put_image_data(_resize(rgba, self.display_size, True), 0, 0)
+        with self._drawing, hold_canvas():
+            self.canvas[1].clear()
+            self.canvas[1].put_image_data(_resize(rgba, self.display_size, True), 0, 0)
 
     def _render(self) -> None:
-        with hold_canvas():
+        with self._drawing, hold_canvas():
             self._render_image()
             self._render_mask()
             self.canvas[2].clear()
@@ -620,7 +634,7 @@ class Annotator:
     def _draw_live(self, p0: tuple[float, float], p1: tuple[float, float] | None) -> None:
         """Draws a disc (p1 None) or a round-capped segment on the mask layer now; release redraws exact pixels."""
         layer, (r, g, b), s = self.canvas[1], self._colour(self._stroke.value).astype(int), self.scale
-        with hold_canvas():
+        with self._drawing, hold_canvas():
             layer.fill_style = layer.stroke_style = f"rgba({r}, {g}, {b}, {STROKE_ALPHA})"
             if p1 is None:
                 layer.fill_circle(p0[0] * s, p0[1] * s, self._stroke.size * s / 2)
@@ -631,7 +645,7 @@ class Annotator:
     def _draw_cursor(self, x: float, y: float) -> None:
         """Brush outline on the top layer, light for positive / class modes, dark for negative / ignore."""
         layer = self.canvas[2]
-        with hold_canvas():
+        with self._drawing, hold_canvas():
             layer.clear()
             layer.line_width = 2
             layer.stroke_style = "#8f8f8f" if self.mode in ("negative", "ignore") else "#f0f0f0"

@@ -46,6 +46,15 @@ def test_every_problem_is_listed_with_the_value_and_the_rule():
     ]
 
 
+def test_a_lower_case_parameter_is_named_unless_the_notebook_binds_that_name():
+    """`papermill -p seg_steps 1` is a typo; `device`, which notebook 04 assigns itself, is not (rerun top cells)."""
+    path = notebooks_dir() / "04_unsupervised_segmentation.ipynb"
+    after_a_run = {**declared_parameters(path), "device": "cpu", "embeddings": None}
+    check_parameters(after_a_run, "04_unsupervised_segmentation")
+    with pytest.raises(ParameterError, match=r"seg_steps: not a parameter .*upper case: SEG_STEPS"):
+        check_parameters({**after_a_run, "seg_steps": 1}, "04_unsupervised_segmentation")
+
+
 def test_every_notebook_checks_its_parameters_first_and_its_defaults_pass():
     for path in [*sorted(notebooks_dir().glob("[0-9]*.ipynb")), notebooks_dir() / "training/train_default_gans.ipynb"]:
         name = str(path.relative_to(notebooks_dir()).with_suffix(""))

@@ -465,3 +465,8 @@ def test_a_synthesizer_travels_to_other_processes_with_its_own_embedding_rows(tm
         assert again.embeddings.shape == embeddings.shape and np.array_equal(again.embeddings, embeddings)
         assert (getattr(again.embeddings, "filename", None) is not None) == by_name  # re-opened, or the rows
         assert again.record() == synth.record()
+    # re-extracted embeddings of the same shape in the same file are other data
+    before = MaskSynthesizer(G, direction, embeddings=whole, rng=0).record()
+    np.save(tmp_path / "e.npy", np.random.default_rng(1).standard_normal((10, G.dim_z)).astype(np.float32))
+    after = MaskSynthesizer(G, direction, embeddings=np.load(tmp_path / "e.npy", mmap_mode="r"), rng=0).record()
+    assert before["embeddings"]["shape"] == after["embeddings"]["shape"] and before != after

@@ -1,3 +1,4 @@
+import threading
 import time
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 from helpers.segmentation.shards import ShardDataset
 from helpers.semantic_projection.decoder import generate_images
 from helpers.semantic_projection.fitting import FitConfig
-from helpers.widgets.annotator import Annotator
+from helpers.widgets.annotator import Annotator, Stopped
 
 SCALE = 6  # 64 px images shown at 384 px
 FAST = FitConfig(width=8, epochs=2, min_epoch_size=2, lr=3e-3)
@@ -185,6 +186,13 @@ def test_retrain_button_reports_epochs_and_stop_keeps_the_last_decoder(annotator
     assert annotator.wait(120) and annotator.decoder is not first
     assert annotator.progress.value == annotator.progress.max == FAST.epochs
     assert "decoder v000002 trained on 2 annotations" in annotator.status.value
+    annotator.press(9 * SCALE, 9 * SCALE)
+    annotator.ok()  # version 3: a stop set before the first epoch ends ends the fit after it
+    stop, reports = threading.Event(), []
+    stop.set()
+    with pytest.raises(Stopped, match=f"Retrain stopped after epoch 1 of {FAST.epochs}"):
+        annotator.retrain(progress=False, stop=stop, report=lambda done, total: reports.append((done, total)))
+    assert reports == [(1, FAST.epochs)] and annotator.decoder_dir.name == "v000002"
 
 
 def test_legend_and_prediction_outlines_differ_from_strokes(tmp_path):

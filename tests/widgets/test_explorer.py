@@ -35,7 +35,8 @@ def test_explorer_reaches_every_candidate_and_saves_the_one_on_screen(toy_genera
     G = toy_generator
     names = [f"discovered {k}" for k in range(6)]
     save_torch({"names": names, "directions": torch.eye(6, 4)}, tmp_path / "candidates.pt")
-    write_json(tmp_path / "ranking.json", {"chosen": {"name": "discovered 0"}, "ranking": [{"name": "discovered 5"}]})
+    ranked = [{"name": "discovered 0", "sign": 1.0}, {"name": "discovered 5", "sign": -1.0, "consistency": 0.5}]
+    write_json(tmp_path / "ranking.json", {"chosen": ranked[0], "ranking": ranked})
     explorer = DirectionExplorer.from_candidates(G, tmp_path / "candidates.pt", save_to=tmp_path / "bg_direction.pth")
     assert [value for _, value in explorer.direction.options] == names
     assert explorer.direction.options[0][0] == "1. discovered 0"
@@ -44,7 +45,14 @@ def test_explorer_reaches_every_candidate_and_saves_the_one_on_screen(toy_genera
     assert torch.equal(load_direction(tmp_path / "bg_direction.pth", 4), -torch.eye(6, 4)[5])
     assert "saved −discovered 5" in explorer.status.value
     chosen = json.loads((tmp_path / "ranking.json").read_text())["chosen"]
-    assert chosen == {"name": "discovered 5", "sign": -1.0, "chosen_by": "direction explorer"}
+    # the file is -1 x (-1 x raw candidate): sign +1 on the raw candidate; the ranked orientation's scores dropped
+    assert chosen == {"name": "discovered 5", "sign": 1.0, "chosen_by": "direction explorer"}
+    explorer.set(magnitude=2.0)
+    explorer.save()
+    chosen = json.loads((tmp_path / "ranking.json").read_text())["chosen"]
+    assert chosen == {**ranked[1], "chosen_by": "direction explorer"}
+    explorer.set(magnitude=-3.0)
+    explorer.save()
     explorer.set(magnitude=0.0)
     explorer.save_button.click()
     assert "not saved" in explorer.status.value and "r is 0" in explorer.status.value
