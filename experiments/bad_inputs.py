@@ -687,64 +687,26 @@ def _(tmp: Path) -> Any:
 # ---- notebook parameters -----------------------------------------------------------------------------------------
 
 
-@probe("parameters", "negative steps", "SEG_STEPS")
-def _(tmp: Path) -> Any:
-    return parameters(SEG_STEPS=-5)
-
-
-@probe("parameters", "a string for an int", "SEG_BATCH", "int")
-def _(tmp: Path) -> Any:
-    return parameters(SEG_BATCH="32")
-
-
-@probe("parameters", "a float for an int", "SEG_STEPS", "int")
-def _(tmp: Path) -> Any:
-    return parameters(SEG_STEPS=600.0)
-
-
-@probe("parameters", "a non-string generator", "GENERATOR", "str")
-def _(tmp: Path) -> Any:
-    return parameters(GENERATOR=5)
-
-
-@probe("parameters", "a string for a bool", "SMOKE", "bool")
-def _(tmp: Path) -> Any:
-    return parameters(SMOKE="False")
-
-
-@probe("parameters", "a typo'd name", "SEG_SETPS", "SEG_STEPS")
-def _(tmp: Path) -> Any:
-    return parameters(SEG_SETPS=100)
-
-
-@probe("parameters", "a name in lower case", "seg_steps")
-def _(tmp: Path) -> Any:
-    return parameters(seg_steps=100)
-
-
-@probe("parameters", "a choice outside its set", "MASK_RULE", "lighting")
-def _(tmp: Path) -> Any:
-    return parameters(MASK_RULE="brightness")
-
-
-@probe("parameters", "a fraction given in percent", "MIN_CONSISTENCY", "[0, 1]")
-def _(tmp: Path) -> Any:
-    return parameters(MIN_CONSISTENCY=50)
-
-
-@probe("parameters", "an unknown device", "DEVICE", "cuda")
-def _(tmp: Path) -> Any:
-    return parameters(DEVICE="gpu")
-
-
-@probe("parameters", "a shift space without its colon", "SHIFT_SPACE", "w:R")
-def _(tmp: Path) -> Any:
-    return parameters(SHIFT_SPACE="w64")
-
-
-@probe("parameters", "several problems at once", "3 problem", "SEG_STEPS", "SEG_BATCH", "GENERATOR")
-def _(tmp: Path) -> Any:
-    return parameters(SEG_STEPS=-5, SEG_BATCH="abc", GENERATOR=5)
+PARAMETER_PROBES: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
+    ("negative steps", {"SEG_STEPS": -5}, ("SEG_STEPS",)),
+    ("a string for an int", {"SEG_BATCH": "32"}, ("SEG_BATCH", "int")),
+    ("a float for an int", {"SEG_STEPS": 600.0}, ("SEG_STEPS", "int")),
+    ("a non-string generator", {"GENERATOR": 5}, ("GENERATOR", "str")),
+    ("a string for a bool", {"SMOKE": "False"}, ("SMOKE", "bool")),
+    ("a typo'd name", {"SEG_SETPS": 100}, ("SEG_SETPS", "SEG_STEPS")),
+    ("a name in lower case", {"seg_steps": 100}, ("seg_steps",)),
+    ("a choice outside its set", {"MASK_RULE": "brightness"}, ("MASK_RULE", "lighting")),
+    ("a fraction given in percent", {"MIN_CONSISTENCY": 50}, ("MIN_CONSISTENCY", "[0, 1]")),
+    ("an unknown device", {"DEVICE": "gpu"}, ("DEVICE", "cuda")),
+    ("a shift space without its colon", {"SHIFT_SPACE": "w64"}, ("SHIFT_SPACE", "w:R")),
+    (
+        "several problems at once",
+        {"SEG_STEPS": -5, "SEG_BATCH": "abc", "GENERATOR": 5},
+        ("3 problem", "SEG_STEPS", "SEG_BATCH", "GENERATOR"),
+    ),
+]
+for _name, _overrides, _tokens in PARAMETER_PROBES:
+    probe("parameters", _name, *_tokens)(lambda tmp, overrides=_overrides: parameters(**overrides))
 
 
 # ---- annotation store and annotator ------------------------------------------------------------------------------
