@@ -56,6 +56,7 @@ from helpers.semantic_projection.annotations import (
 from helpers.semantic_projection.dataset import draw_inputs, generate_dataset
 from helpers.semantic_projection.decoder import SemanticDecoder, accepts, generate_images, load_decoder, predict
 from helpers.semantic_projection.fitting import FitConfig, fit
+from helpers.widgets.explorer import swatch
 
 PREDICTION_RGB = (13, 198, 20)  # the reference's overlay colour for the positive class
 OUTLINE_PX = 2  # width of the prediction's outlines on the canvas
@@ -575,11 +576,6 @@ class Annotator:
 
     def _legend(self) -> str:
         """HTML legend: each brush's colour, ignore, and how the prediction is drawn."""
-
-        def swatch(rgb: np.ndarray, outline: bool = False) -> str:
-            colour = "rgb({}, {}, {})".format(*np.asarray(rgb, int))
-            look = f"border: 2px solid {colour}" if outline else f"background: {colour}; border: 1px solid #888"
-            return f'<span style="display: inline-block; width: 12px; height: 12px; {look}"></span>'
 
         names = {"positive": "positive (object)", "negative": "negative (background)"}
         items = [f"{swatch(self._colour(v))} {names.get(m, m)}" for m, v in self.values.items() if m != "ignore"]

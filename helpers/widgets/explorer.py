@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -23,7 +24,16 @@ from helpers.direction_masks.direction_files import record_choice, save_directio
 from helpers.direction_masks.synthesis import raw_masks
 from helpers.gans.base import Generator, to_uint8
 
-MASK_LEGEND = "white: brighter in G(z + r·h), the object; black: the rest"
+SWATCH = (
+    '<span style="display: inline-block; width: 12px; height: 12px; border: 1px solid #888; background: {}"></span>'
+)
+
+
+def swatch(rgb: Sequence[int], outline: bool = False) -> str:
+    """An HTML legend square of an RGB colour: filled, or (``outline``) a frame of it."""
+    colour = "rgb({}, {}, {})".format(*(int(c) for c in rgb))
+    look = f"border: 2px solid {colour}" if outline else f"background: {colour}; border: 1px solid #888"
+    return f'<span style="display: inline-block; width: 12px; height: 12px; {look}"></span>'
 
 
 def png_bytes(array: np.ndarray, scale: int = 1) -> bytes:
@@ -72,10 +82,8 @@ class DirectionExplorer:
         captions = {"original": "G(z)", "shifted": "G(z + r·h)", "mask": "mask"}
         columns = [widgets.VBox([widgets.Label(captions[name]), tile]) for name, tile in self.tiles.items()]
         self.legend = widgets.HTML(
-            '<span style="display:inline-block;width:12px;height:12px;background:#fff;border:1px solid #888"></span> '
-            + MASK_LEGEND.split("; ")[0]
-            + ' &nbsp; <span style="display:inline-block;width:12px;height:12px;background:#000"></span> '
-            + MASK_LEGEND.split("; ")[1]
+            f"{swatch((255, 255, 255))} white: brighter in G(z + r·h), the object &nbsp; {swatch((0, 0, 0))} black: "
+            "the rest"
         )
         self.save_button = widgets.Button(description="save as bg_direction.pth", layout=widgets.Layout(width="220px"))
         self.save_button.on_click(lambda _: self._save_clicked())
