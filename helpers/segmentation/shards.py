@@ -81,14 +81,14 @@ def _is_complete(path: Path, n: int) -> bool:
         return False
 
 
-def finished_samples(folder: str | os.PathLike) -> tuple[int, int]:
-    """(samples in complete shards, samples the manifest asks for) of a shard folder; (0, 0) before its manifest."""
+def finished_samples(folder: str | os.PathLike) -> int:
+    """How many samples a shard folder holds in complete shards (0 before its manifest)."""
     manifest = Path(folder) / MANIFEST
     if not manifest.is_file():
-        return 0, 0
+        return 0
     found = read_json(manifest)
     counts = shard_counts(found["n_total"], found["shard_size"])
-    return sum(n for i, n in enumerate(counts) if _is_complete(shard_path(folder, i), n)), found["n_total"]
+    return sum(n for i, n in enumerate(counts) if _is_complete(shard_path(folder, i), n))
 
 
 def _write_shard(path: Path, arrays: dict[str, np.ndarray], index: int) -> None:

@@ -411,7 +411,7 @@ class Annotator:
                 report(end, n_total)
             if stop is not None and stop.is_set() and end < n_total:
                 raise Stopped(
-                    f"Generate stopped: {finished_samples(folder)[0]} of {n_total} images, in complete shards, kept in "
+                    f"Generate stopped: {finished_samples(folder)} of {n_total} images, in complete shards, kept in "
                     f"{folder}; Generate {n_total} again resumes"
                 )
 
@@ -489,7 +489,7 @@ class Annotator:
 
     def _generate_job(self, report: Report) -> str:
         folder = self.generate(progress=False, stop=self._stop, report=report)
-        return f"wrote {finished_samples(folder)[0]} images to {folder}"
+        return f"wrote {finished_samples(folder)} images to {folder}"
 
     # ----------------------------------------------------------------------------------------- display
 
