@@ -348,8 +348,7 @@ class Annotator:
 
         ``report(epoch, epochs)`` follows the epochs; a set ``stop`` raises `Stopped` after the current epoch (the
         fit's last checkpoint stays, so the next Retrain resumes)."""
-        if threading.current_thread() is not self.job:
-            self._check_idle("Retrain")
+        self._check_idle("Retrain")
         config = config or self.fit_config
         samples = self.store.training_samples()
         if not samples:
@@ -396,8 +395,7 @@ class Annotator:
 
         ``report(done, n_total)`` follows the images; a set ``stop`` raises `Stopped` at the next batch, keeping
         the complete shards (the next call with the same count resumes)."""
-        if threading.current_thread() is not self.job:
-            self._check_idle("Generate")
+        self._check_idle("Generate")
         if self.decoder is None or self.decoder_dir is None:
             raise ValueError("no decoder yet: save some annotations and press Retrain first")
         n_total = int(self.count.value if n_total is None else n_total)
@@ -432,7 +430,8 @@ class Annotator:
     # ------------------------------------------------------------------------------------------- jobs
 
     def _check_idle(self, action: str) -> None:
-        if self._busy:
+        """Refuses an action while a background job runs, unless the job itself is the caller."""
+        if self._busy and threading.current_thread() is not self.job:
             raise RuntimeError(f"{action} is not possible while {self._job_name} runs: press Stop or wait for it")
 
     def stop(self) -> None:
