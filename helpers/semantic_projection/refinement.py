@@ -41,7 +41,7 @@ class RefinerConfig:
     folds: int = 4
     members: int = 3
     width: int = 16
-    steps: int = 1500
+    steps: int = 750
     batch_size: int = 8
     lr: float = 1e-3
     seed: int = 0
