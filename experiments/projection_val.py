@@ -1,9 +1,9 @@
 """Notebook 05's pipeline at chosen settings, scored on the procedural **val** split, with the time of each stage.
 
-Runs `ProjectionPipeline.run` on the first ``--k`` shipped annotations of the default StyleGAN2 (the notebook's
-defaults unless an option changes them), scores the U-Net as notebook 05's learning curve does (eight-view mean,
-GrabCut re-fit, and without the re-fit) on the val images of the default data, and appends one JSON line
-(settings, seconds per stage, val scores) to ``--log``. Stages are timed by wrapping the pipeline module's stage
+Runs `ProjectionPipeline.run` on the first ``--k`` annotations of notebook 05's store, with the settings of the
+notebook's parameters cell unless an option changes them, scores the U-Net as notebook 05's learning curve does
+(eight-view mean, GrabCut re-fit, and without the re-fit) on the val images of the default data, and appends one JSON
+line (settings, seconds per stage, val scores) to ``--log``. Stages are timed by wrapping the pipeline module's stage
 functions (decoder fit, fold decoders + refiner, synthetic dataset, U-Net); a stage found complete in ``out_dir`` is
 loaded, not redone, so compare times of runs into an empty folder. The test split is not touched.
 
@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from helpers.core.parameters import declared_parameters
 from helpers.core.paths import resolve
 from helpers.core.runtime import start_notebook
 from helpers.data.splits import ProceduralSplits, load_split
@@ -29,6 +30,7 @@ from helpers.semantic_projection.annotations import AnnotationStore
 from helpers.semantic_projection.fitting import FitConfig
 from helpers.semantic_projection.refinement import RefinerConfig
 
+NOTEBOOK = "notebooks/05_semantic_projection.ipynb"
 STAGES = {
     "fit": "decoder",
     "fit_refiner": "fold decoders + refiner",
@@ -52,14 +54,15 @@ def timed(seconds: dict[str, float], name: str, fn: Callable[..., Any]) -> Calla
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point (see the module docstring)."""
+    nb = declared_parameters(resolve(NOTEBOOK))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir")
     parser.add_argument("--k", type=int, default=20, help="the first k annotations")
-    parser.add_argument("--n-synthetic", type=int, default=5000)
-    parser.add_argument("--unet-steps", type=int, default=1200, help="200: a learning-curve point of notebook 05")
-    parser.add_argument("--refiner-steps", type=int, default=750)
-    parser.add_argument("--refiner-members", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-synthetic", type=int, default=nb["N_SYNTHETIC"])
+    parser.add_argument("--unet-steps", type=int, default=nb["SEG_STEPS"], help="the curve's points: CURVE_STEPS")
+    parser.add_argument("--refiner-steps", type=int, default=nb["REFINER_STEPS"])
+    parser.add_argument("--refiner-members", type=int, default=nb["REFINER_MEMBERS"])
+    parser.add_argument("--seed", type=int, default=nb["SEED"])
     parser.add_argument("--val-images", type=int, default=1000, help="first images of the val split that are scored")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--log", help="JSON-lines file the result is appended to (default: OUT_DIR/runs.jsonl)")
@@ -67,17 +70,22 @@ def main(argv: list[str] | None = None) -> None:
 
     out, device = start_notebook(args.out_dir, args.seed, args.device)
     store = AnnotationStore.open_or_create(
-        resolve("annotations/default_stylegan2"), "default-stylegan2", "multiclass", ["background", "object", "part"]
+        resolve(nb["ANNOTATIONS"]), nb["GENERATOR"], "multiclass", nb["CLASSES"].split(",")
     )
     G = store.load_generator(str(device))
-    projection = pipeline.ProjectionPipeline(
-        G,
-        out,
-        FitConfig(num_classes=len(store.classes), width=32, epochs=24, seed=args.seed, class_weight_power=0.5),
-        RefinerConfig(folds=4, members=args.refiner_members, steps=args.refiner_steps, seed=args.seed),
-        pipeline.UNetRecipe(steps=1200, lr_step=800, batch=32, width=16, augment="dihedral", seed=args.seed),
+    fit_config = FitConfig(
         num_classes=len(store.classes),
-        device=device,
+        width=nb["DECODER_WIDTH"],
+        epochs=nb["DECODER_EPOCHS"],
+        seed=args.seed,
+        class_weight_power=nb["CLASS_WEIGHT_POWER"],
+    )
+    refiner = RefinerConfig(nb["REFINER_FOLDS"], args.refiner_members, steps=args.refiner_steps, seed=args.seed)
+    recipe = pipeline.UNetRecipe(
+        nb["SEG_STEPS"], nb["LR_STEP"], nb["SEG_BATCH"], nb["UNET_WIDTH"], nb["UNET_AUGMENT"], seed=args.seed
+    )
+    projection = pipeline.ProjectionPipeline(
+        G, out, fit_config, refiner, recipe, len(store.classes), nb["SHARD_SIZE"], device=device
     )
     seconds: dict[str, float] = {}
     originals = {name: getattr(pipeline, name) for name in STAGES}
