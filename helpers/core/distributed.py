@@ -227,7 +227,8 @@ def write_job(
     job: Callable[[], Any], folder: str | os.PathLike, nproc: int, device: torch.device | str = "cpu"
 ) -> list[str]:
     """Saves ``job`` as ``folder/job.pt`` and returns the command that runs it on ``nproc`` local ranks of
-    ``device``'s type (one GPU each for CUDA, else CPU processes)."""
+    ``device``'s type (one GPU each for CUDA, else CPU processes). The ranks' output goes to the launching process,
+    so torchrun gets no log folder (without one it would leave an empty ``torchelastic_*`` tree in the temp folder)."""
     check_nproc(nproc, device)
     path = Path(folder).resolve() / "job.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -235,7 +236,7 @@ def write_job(
         torch.save(job, tmp)
     return [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-        "-m", "helpers.core.distributed", str(path), "--backend", backend_for(device),
+        f"--log-dir={os.devnull}", "-m", "helpers.core.distributed", str(path), "--backend", backend_for(device),
     ]  # fmt: skip
 
 

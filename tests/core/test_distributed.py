@@ -157,6 +157,14 @@ def test_on_the_fly_synthesis_gives_each_rank_its_part(tmp_path):
         torch.testing.assert_close(one.model.eval()(x), two.model.eval()(x), rtol=0, atol=5e-3)
 
 
+def test_a_launch_leaves_nothing_in_the_temp_folder(tmp_path, monkeypatch):
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    distributed.launch(functools.partial(int, "1"), 2, tmp_path / "job")
+    assert list(temp.iterdir()) == []
+
+
 @pytest.mark.parametrize("nproc", [0, -1, 2.5, "2", True])
 def test_a_bad_process_count_is_refused_before_any_work(nproc, tmp_path):
     calls = []
