@@ -24,10 +24,6 @@ from helpers.direction_masks.direction_files import record_choice, save_directio
 from helpers.direction_masks.synthesis import raw_masks
 from helpers.gans.base import Generator, to_uint8
 
-SWATCH = (
-    '<span style="display: inline-block; width: 12px; height: 12px; border: 1px solid #888; background: {}"></span>'
-)
-
 
 def swatch(rgb: Sequence[int], outline: bool = False) -> str:
     """An HTML legend square of an RGB colour: filled, or (``outline``) a frame of it."""

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from experiments import projection_val
+from helpers.core.io import read_jsonl
 from helpers.semantic_projection import pipeline
 
 
@@ -18,7 +17,7 @@ def test_a_tiny_run_logs_stage_times_and_val_scores(tmp_path, monkeypatch):
     args = ["--k", "2", "--n-synthetic", "4", "--unet-steps", "2", "--refiner-steps", "2", "--refiner-members", "1"]
     projection_val.main([str(tmp_path / "out"), *args, "--val-images", "3", "--device", "cpu"])
 
-    (record,) = [json.loads(line) for line in (tmp_path / "out" / "runs.jsonl").read_text().splitlines()]
+    (record,) = read_jsonl(tmp_path / "out" / "runs.jsonl")
     assert set(record["seconds"]) == {*projection_val.STAGES.values(), "total", "scoring"}
     assert all(s >= 0 for s in record["seconds"].values())
     assert record["val"]["k"] == 2 and 0 <= record["val"]["binary_iou"] <= 1
