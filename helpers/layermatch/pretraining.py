@@ -61,7 +61,8 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -341,12 +342,19 @@ class PretrainTrainer:
             out = self.forward_net(images)
         return {k: v.float() for k, v in out.items()} if isinstance(out, Mapping) else out.float()
 
+    @torch.no_grad()
+    def render(self, z: Tensor, kwargs: dict[str, Any]) -> OrderedDict[str, Tensor]:
+        """The generator's feature maps and image (``"image"``) for a batch of `next_batch`."""
+        return self.G.features(z, **kwargs)
+
     def train_step(self) -> dict[str, float]:
         """One optimiser step on a freshly generated batch; returns the loss terms."""
-        self.net.train()
         z, kwargs = self.next_batch()
-        with torch.no_grad():
-            features = self.G.features(z, **kwargs)
+        return self.step_on(z, kwargs, self.render(z, kwargs))
+
+    def step_on(self, z: Tensor, kwargs: dict[str, Any], features: Mapping[str, Tensor]) -> dict[str, float]:
+        """One optimiser step on a batch of `next_batch` and its `render`; returns the loss terms."""
+        self.net.train()
         losses = self.losses(z, kwargs, features)
         self.opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
@@ -398,35 +406,95 @@ class PretrainTrainer:
 
     def train(self, steps: int | None = None, max_minutes: float | None = None, progress: bool = True) -> int:
         """Trains until ``steps`` (default: config.steps) or the time limit; returns the step reached."""
-        steps = self.config.steps if steps is None else steps
-        stop_at = deadline(max_minutes)
-        bar = tqdm(
-            total=steps,
-            initial=self.step,
-            desc=f"{self.method} pre-training",
-            disable=not (progress and distributed.is_main()),
-        )
-        sums: dict[str, float] = {}
-        count = 0
-        try:
-            with self.run.log() as log:
-                while self.step < steps and not distributed.past(stop_at):
-                    losses = self.train_step()
-                    sums = {k: sums.get(k, 0.0) + v for k, v in losses.items()}
-                    count += 1
+        return train_together([self], steps, max_minutes, progress)[0]
+
+
+def _same_batch(a: tuple[Tensor, dict[str, Any]], b: tuple[Tensor, dict[str, Any]]) -> bool:
+    """Whether two (z, generator arguments) batches of `PretrainTrainer.next_batch` are equal."""
+    (z_a, kw_a), (z_b, kw_b) = a, b
+    if z_a.shape != z_b.shape or not torch.equal(z_a, z_b) or kw_a.keys() != kw_b.keys():
+        return False
+    for key, value in kw_a.items():
+        other = kw_b[key]
+        if isinstance(value, list):
+            if len(value) != len(other) or not all(torch.equal(x, y) for x, y in zip(value, other)):
+                return False
+        elif value != other:
+            return False
+    return True
+
+
+def _render_of(
+    renders: Sequence[tuple[PretrainTrainer, tuple[Tensor, dict[str, Any]], OrderedDict[str, Tensor]]],
+    trainer: PretrainTrainer,
+    batch: tuple[Tensor, dict[str, Any]],
+) -> OrderedDict[str, Tensor] | None:
+    """The features of an earlier render of this step that ``trainer``'s batch can reuse: the same batch from the same
+    generator file on the same device (None if there is none)."""
+    for other, other_batch, features in renders:
+        same_generator = other.generator_sha256 == trainer.generator_sha256 and other.device == trainer.device
+        if same_generator and _same_batch(other_batch, batch):
+            return features
+    return None
+
+
+def train_together(
+    trainers: Sequence[PretrainTrainer],
+    steps: int | None = None,
+    max_minutes: float | None = None,
+    progress: bool = True,
+) -> list[int]:
+    """Trains runs step by step side by side until each reaches ``steps`` (default: its config's) or the time limit;
+    returns the steps reached.
+
+    A run whose step draws the same batch as an earlier run of the same step, from the same generator file, reuses that
+    run's render of it: LayerMatch and its autoencoder baseline (same seed, batch size and truncation) render each batch
+    once instead of twice. Every run keeps its own folder, checkpoints and log, and ends with the weights it would have
+    trained alone (the steps draw from their own streams only).
+    """
+    targets = [t.config.steps if steps is None else steps for t in trainers]
+    stop_at = deadline(max_minutes)
+    bar = tqdm(
+        total=sum(targets),
+        initial=sum(min(t.step, n) for t, n in zip(trainers, targets)),
+        desc=" + ".join(t.method for t in trainers) + " pre-training",
+        disable=not (progress and distributed.is_main()),
+    )
+    sums: list[dict[str, float]] = [{} for _ in trainers]
+    counts = [0] * len(trainers)
+    try:
+        with ExitStack() as stack:
+            logs = [stack.enter_context(t.run.log()) for t in trainers]
+            while not distributed.past(stop_at):
+                running = [i for i, t in enumerate(trainers) if t.step < targets[i]]
+                if not running:
+                    break
+                renders: list[tuple[PretrainTrainer, tuple[Tensor, dict[str, Any]], OrderedDict[str, Tensor]]] = []
+                for i in running:
+                    t = trainers[i]
+                    batch = t.next_batch()
+                    features = _render_of(renders, t, batch)
+                    if features is None:
+                        features = t.render(*batch)
+                        renders.append((t, batch, features))
+                    losses = t.step_on(*batch, features)
+                    sums[i] = {k: sums[i].get(k, 0.0) + v for k, v in losses.items()}
+                    counts[i] += 1
                     bar.update(1)
-                    bar.set_postfix(loss=losses["loss"], refresh=False)
-                    if self.step % self.config.log_every == 0:
-                        log({"step": self.step, **{k: distributed.all_mean(v / count) for k, v in sums.items()}})
-                        sums, count = {}, 0
-                    if self.step % self.config.checkpoint_every == 0:
-                        self.save_checkpoint()
-        finally:  # interrupted or done: keep the progress
-            bar.close()
-            self.save_checkpoint()
-            self.export_backbone()
-        distributed.barrier()  # the checkpoint and the backbone are there for every rank
-        return self.step
+                    bar.set_postfix({t.method: f"{losses['loss']:.4g}"}, refresh=False)
+                    if t.step % t.config.log_every == 0:
+                        means = {k: distributed.all_mean(v / counts[i]) for k, v in sums[i].items()}
+                        logs[i]({"step": t.step, **means})
+                        sums[i], counts[i] = {}, 0
+                    if t.step % t.config.checkpoint_every == 0:
+                        t.save_checkpoint()
+    finally:  # interrupted or done: keep the progress
+        bar.close()
+        for t in trainers:
+            t.save_checkpoint()
+            t.export_backbone()
+    distributed.barrier()  # the checkpoints and the backbones are there for every rank
+    return [t.step for t in trainers]
 
 
 class LayerMatchTrainer(PretrainTrainer):
@@ -547,10 +615,11 @@ class AutoencoderTrainer(PretrainTrainer):
 
 
 def pretrain_job(
-    trainer: type[PretrainTrainer], run_dir: str | os.PathLike, config: PretrainConfig, device: torch.device | str
-) -> PretrainTrainer:
-    """A finished pre-training run (``trainer`` class, e.g. `LayerMatchTrainer`), as a job that
-    `helpers.core.distributed.on_ranks` can hand to several processes (each on its own device there)."""
-    run = trainer(run_dir, config, distributed.job_device(device))
-    run.train()
-    return run
+    runs: Sequence[tuple[type[PretrainTrainer], str | os.PathLike, PretrainConfig]], device: torch.device | str
+) -> list[PretrainTrainer]:
+    """Finished pre-training runs, one per (trainer class, run folder, config), trained side by side
+    (`train_together`), as a job that `helpers.core.distributed.on_ranks` can hand to several processes (each on its
+    own device there)."""
+    trainers = [trainer(run_dir, config, distributed.job_device(device)) for trainer, run_dir, config in runs]
+    train_together(trainers)
+    return trainers

@@ -29,6 +29,7 @@ from helpers.core.modules import weights_fingerprint
 from helpers.core.runs import RunFolder
 from helpers.gans.base import Generator
 from helpers.segmentation import SegmentationSettings, SegmentationTrainer, UNet, dihedral_pairs, images_to_input
+from helpers.segmentation.inference import forward_batch
 from helpers.segmentation.sources import arrays_digest
 from helpers.semantic_projection.decoder import predict
 from helpers.semantic_projection.fitting import IGNORE_INDEX, FitConfig, LabelledLatent, fit, samples_fingerprint
@@ -142,11 +143,11 @@ class MaskRefiner:
     def probabilities(self, images: np.ndarray, probs: np.ndarray) -> Tensor:
         """Mean softmax [N, K, H, W] of the members for uint8 images [N, H, W, 3] and decoder probabilities."""
         x = refiner_input(images, probs)
+        device = next(self.models[0].parameters()).device
+        step = forward_batch(device, self.batch_size)
         out = []
-        for i in range(0, len(x), self.batch_size):
-            chunk = [
-                m(x[i : i + self.batch_size].to(next(m.parameters()).device)).softmax(1).cpu() for m in self.models
-            ]
+        for i in range(0, len(x), step):
+            chunk = [m(x[i : i + step].to(device)).softmax(1).cpu() for m in self.models]
             out.append(torch.stack(chunk).mean(0))
         return torch.cat(out)
 

@@ -34,6 +34,7 @@ from helpers.layermatch.pretraining import (
     head_sources,
     matchable_layers,
     pretrain_job,
+    train_together,
 )
 
 TINY = dict(width=4, depths=[1, 1, 1, 1])  # a backbone small enough for a few quick steps
@@ -248,6 +249,44 @@ def test_autoencoder_pretraining_reduces_its_loss_on_the_same_images(tmp_path):
     assert read_backbone(tmp_path / "backbone.pt")["meta"]["method"] == "autoencoder"
 
 
+def _count_renders(trainer, calls: list) -> None:
+    render = trainer.render
+    trainer.render = lambda z, kwargs: calls.append(trainer.method) or render(z, kwargs)
+
+
+def test_runs_trained_together_render_a_shared_batch_once_and_end_as_alone(tmp_path):
+    """LayerMatch and the autoencoder on the same stream: side by side, one render per step, and the weights and logs
+    of runs trained one after the other; a run of another seed renders its own batches."""
+    configs = {
+        LayerMatchTrainer: _config(LayerMatchConfig, "default-stylegan2", steps=3),
+        AutoencoderTrainer: _config(AutoencoderConfig, "default-stylegan2", steps=3),
+    }
+    alone = [cls(tmp_path / "alone" / cls.method, config) for cls, config in configs.items()]
+    for trainer in alone:
+        trainer.train(progress=False)
+    together = [cls(tmp_path / "together" / cls.method, config) for cls, config in configs.items()]
+    calls: list[str] = []
+    for trainer in together:
+        _count_renders(trainer, calls)
+    assert train_together(together, progress=False) == [3, 3]
+    assert calls == ["layermatch"] * 3
+    for a, b in zip(alone, together):
+        for (k, x), (_, y) in zip(a.net.state_dict().items(), b.net.state_dict().items()):
+            assert torch.equal(x, y), (a.method, k)
+        assert (b.run_dir / "log.jsonl").read_text() == (a.run_dir / "log.jsonl").read_text()
+        assert read_backbone(b.run_dir / "backbone.pt")["meta"]["step"] == 3
+
+    other = [
+        LayerMatchTrainer(tmp_path / "seeds" / "lm", _config(LayerMatchConfig, "default-stylegan2", steps=2)),
+        AutoencoderTrainer(tmp_path / "seeds" / "ae", _config(AutoencoderConfig, "default-stylegan2", steps=2, seed=1)),
+    ]
+    calls.clear()
+    for trainer in other:
+        _count_renders(trainer, calls)
+    train_together(other, progress=False)
+    assert calls == ["layermatch", "autoencoder"] * 2
+
+
 @pytest.mark.parametrize("stem", ["small", "imagenet"])
 @pytest.mark.parametrize("size", [(64, 64), (37, 50)])
 def test_segmentation_model_gives_logits_at_input_size(stem, size):
@@ -288,7 +327,7 @@ def test_two_process_pretraining_resumes_like_an_uninterrupted_run(tmp_path, cls
     config = _config(cls, "default-biggan", checkpoint_every=2, amp="off")
     for name, steps in [("straight", [4]), ("split", [2, 4])]:
         for n in steps:
-            job = functools.partial(pretrain_job, trainer, tmp_path / name, replace(config, steps=n), "cpu")
+            job = functools.partial(pretrain_job, [(trainer, tmp_path / name, replace(config, steps=n))], "cpu")
             distributed.launch(job, 2, tmp_path / "job")
     straight, split = (trainer(tmp_path / name, replace(config, steps=4)) for name in ("straight", "split"))
     assert straight.step == split.step == 4
