@@ -139,6 +139,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "SHIFT_SPACE": matches(r"z|w|w:\d+", '"z", "w" or "w:R" (R a resolution)'),
     "DEFORMATOR": one_of("ortho", "linear", "proj"),
     "RANK_BY": one_of("consistency", "relative"),
+    "SCORE_SPLIT": one_of("test", "val"),
     "MASK_RULE": one_of("lighting", "mean_thr"),
     "REFINE_MASKS": one_of("none", "grabcut"),
     "UNET_AUGMENT": one_of("none", "flip", "dihedral"),

@@ -9,7 +9,8 @@ from helpers.core.paths import notebooks_dir
 from helpers.profiles import available, load_profile, notebook_parameters
 
 DEFAULTS = {"SEG_STEPS": 600, "SEG_BATCH": 32, "GENERATOR": "default-stylegan2", "SHIFT_R": 5.0, "SMOKE": False,
-            "MIN_CONSISTENCY": 0.5, "SHIFT_SPACE": "w:64", "K_VALUES": [5, 10], "N_DIRECTIONS": 0}  # fmt: skip
+            "MIN_CONSISTENCY": 0.5, "SHIFT_SPACE": "w:64", "K_VALUES": [5, 10], "N_DIRECTIONS": 0,
+            "SCORE_SPLIT": "test"}  # fmt: skip
 
 
 def test_the_defaults_pass_and_ints_stand_for_floats():
@@ -28,6 +29,7 @@ def test_every_problem_is_listed_with_the_value_and_the_rule():
         "MIN_CONSISTENCY": 1.5,
         "SHIFT_SPACE": "w64",
         "N_DIRECTIONS": -1,
+        "SCORE_SPLIT": "train",
         "SEG_STEP": 1,
     }
     assert parameter_problems(values, DEFAULTS) == [
@@ -40,6 +42,7 @@ def test_every_problem_is_listed_with_the_value_and_the_rule():
         "MIN_CONSISTENCY = 1.5: must lie in [0, 1]",
         'SHIFT_SPACE = \'w64\': must be "z", "w" or "w:R" (R a resolution)',
         "N_DIRECTIONS = -1: must not be negative",
+        "SCORE_SPLIT = 'train': must be one of ['test', 'val']",
     ]
     assert parameter_problems({**DEFAULTS, "SEG_STEPS": 2.5}, DEFAULTS) == [
         "SEG_STEPS = 2.5: must be a int like its default 600"

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.direction_masks.ranking import choose, image_consistency, rank_directions, shift_strips, two_map_scores
+from helpers.direction_masks.ranking import (
+    TwoMapScorer,
+    choose,
+    image_consistency,
+    rank_directions,
+    shift_strips,
+    two_map_scores,
+)
 
 
 def test_ranking_picks_the_recolouring_direction_and_orients_it(toy_generator):
@@ -17,6 +24,25 @@ def test_ranking_picks_the_recolouring_direction_and_orients_it(toy_generator):
     assert abs(rows[0]["object_fraction"] - G.disc.mean().item()) < 0.02
     flipped = rank_directions(G, -torch.eye(4)[:1], 4.0, n_latents=16, train_steps=150)
     assert flipped[0]["sign"] == -1.0
+
+
+def test_two_map_residuals_are_the_distance_under_the_better_map_with_finite_gradients():
+    """Channel-by-channel planes give each pixel's colour distance under the better of the two clamped affine maps;
+    a pixel both maps hit exactly (a saturated target) has distance 0 and passes no NaN back."""
+    torch.manual_seed(0)
+    scorer = TwoMapScorer(3)
+    x, target = torch.rand(3, 50) * 2 - 1, torch.rand(3, 3, 50) * 2.4 - 1.2
+    with torch.no_grad():
+        scorer.weight[2] = 5 * torch.eye(3)  # map saturates every positive colour to 1 ...
+        scorer.bias[2] = 0
+    x[:, 0], target[:, 2, 0] = 0.5, 1.0  # ... so pixel 0 of direction 2 is hit exactly
+    residual, choice = scorer(x, target)
+    mapped = torch.einsum("dmij,pj->dmpi", scorer.weight, x.T) + scorer.bias[:, :, None]
+    expected, expected_choice = (mapped.clamp(-1, 1) - target.permute(1, 2, 0)[:, None]).norm(dim=-1).min(1)
+    assert torch.allclose(residual, expected, atol=1e-6) and torch.equal(choice, expected_choice)
+    assert residual[2, 0] == 0
+    residual.sum().backward()
+    assert torch.isfinite(scorer.weight.grad).all() and torch.isfinite(scorer.bias.grad).all()
 
 
 def test_scores_and_strips_of_a_noisy_generator_see_the_shift_alone(noisy_stylegan2):
