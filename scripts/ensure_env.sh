@@ -11,6 +11,9 @@ set -euo pipefail
 
 GANSEG_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export GANSEG_ROOT
+# this checkout's helpers first, also for kernels and worker processes: an environment installed (editable) from
+# another checkout, shared through GANSEG_VENV or GANSEG_USE_ACTIVE_ENV, would import that checkout's helpers
+export PYTHONPATH="$GANSEG_ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 if [ "${GANSEG_USE_ACTIVE_ENV:-0}" = "1" ]; then
     PY="$(command -v python)"

@@ -4,6 +4,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -257,6 +258,22 @@ def test_real_registry_is_well_formed():
         assert all((a.name, a.filename) == (name, filename) for a in matches), matches
     assert {"bigbigan", "bg-direction", "stylegan2-ffhq", "stylegan2-cars"} <= set(names)
     assert sum(a.folder == "embeddings" for a in assets.ASSETS) == 4
+
+
+def test_the_scripts_import_the_helpers_of_their_own_checkout(tmp_path):
+    """A second checkout run with an environment installed from another one (a shared GANSEG_VENV or an active conda
+    env) imports its own helpers, in the scripts' processes and whatever they start."""
+    checkout = tmp_path / "other"
+    shutil.copytree(ROOT / "scripts", checkout / "scripts")
+    (checkout / "helpers").mkdir()
+    (checkout / "helpers" / "__init__.py").write_text("")
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # `python` is this interpreter
+    env = {**os.environ, "GANSEG_USE_ACTIVE_ENV": "1", "PATH": path}
+    script = f'source "{checkout}/scripts/ensure_env.sh" && "$PY" -c "import helpers; print(helpers.__file__)"'
+    # run from elsewhere, as a notebook kernel runs from its own folder
+    run = subprocess.run(["bash", "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert Path(run.stdout.strip()) == checkout / "helpers" / "__init__.py"
 
 
 def test_download_all_sh_lists_the_registry(tmp_path):
