@@ -347,11 +347,6 @@ class PretrainTrainer:
         """The generator's feature maps and image (``"image"``) for a batch of `next_batch`."""
         return self.G.features(z, **kwargs)
 
-    def train_step(self) -> dict[str, float]:
-        """One optimiser step on a freshly generated batch; returns the loss terms."""
-        z, kwargs = self.next_batch()
-        return self.step_on(z, kwargs, self.render(z, kwargs))
-
     def step_on(self, z: Tensor, kwargs: dict[str, Any], features: Mapping[str, Tensor]) -> dict[str, float]:
         """One optimiser step on a batch of `next_batch` and its `render`; returns the loss terms."""
         self.net.train()
