@@ -105,9 +105,11 @@ def _iou(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 class SaliencyMetrics:
-    """Accumulates the binary segmentation metrics one image at a time, keeping running sums, not maps."""
+    """Accumulates the binary segmentation metrics one image at a time, keeping running sums, not maps.
+    ``structure=False`` leaves out the S- and E-measure (about 0.8 ms of the 1.2 ms per 64-px image), for runs
+    that report IoU and F_max alone."""
 
-    def __init__(self) -> None:
+    def __init__(self, structure: bool = True) -> None:
         self.n_images = 0
         self.image_iou: list[float] = []  # per image, in the order added
         self._iou_sum = 0.0
@@ -115,7 +117,9 @@ class SaliencyMetrics:
         self._p_sum = np.zeros(len(THRESHOLDS))
         self._r_sum = np.zeros(len(THRESHOLDS))
         self._f_sum = np.zeros(len(THRESHOLDS))
-        self._sod = (py_sod_metrics.MAE(), py_sod_metrics.Smeasure(), py_sod_metrics.Emeasure())
+        self._sod = (py_sod_metrics.MAE(),) + (
+            (py_sod_metrics.Smeasure(), py_sod_metrics.Emeasure()) if structure else ()
+        )
 
     def update(self, prob: ArrayLike, gt: ArrayLike) -> None:
         """Adds one image: ``prob`` float H x W in [0, 1] (NumPy or torch), ``gt`` bool H x W."""
@@ -141,20 +145,24 @@ class SaliencyMetrics:
         n = self.n_images
         f_curve = self._f_sum / n
         best = int(np.argmax(f_curve))
-        mae, s_measure, e_measure = (metric.get_results() for metric in self._sod)
-        e_curve = e_measure["em"]["curve"]
-        return {
+        mae, *structure = (metric.get_results() for metric in self._sod)
+        scores = {
             "iou": float(self._iou_sum / n),
             "accuracy": float(self._accuracy_sum / n),
             "f_max": float(f_curve[best]),
             "f_max_threshold": float(THRESHOLDS[best]),
             "f_max_mean_pr": float(f_beta(self._p_sum / n, self._r_sum / n).max()),
             "mae": float(mae["mae"]),
-            "s_measure": float(s_measure["sm"]),
-            "e_measure_mean": float(e_curve.mean()),
-            "e_measure_max": float(e_curve.max()),
-            "n_images": n,
         }
+        if structure:
+            s_measure, e_measure = structure
+            e_curve = e_measure["em"]["curve"]
+            scores.update(
+                s_measure=float(s_measure["sm"]),
+                e_measure_mean=float(e_curve.mean()),
+                e_measure_max=float(e_curve.max()),
+            )
+        return {**scores, "n_images": n}
 
 
 def evaluate_saliency(pairs: Iterable[tuple[ArrayLike, ArrayLike]]) -> dict[str, float]:

@@ -247,6 +247,17 @@ def test_mae_s_e_equal_pysodmetrics_on_uint8_inputs(seed):
         assert result["e_measure_max"] == pytest.approx(e_curve.max(), rel=1e-12)
 
 
+def test_without_the_structure_measures_the_other_scores_are_the_same():
+    rng = np.random.default_rng(3)
+    images = [_random_image(rng) for _ in range(4)]
+    full, light = SaliencyMetrics(), SaliencyMetrics(structure=False)
+    for u, gt in images:
+        full.update(_grid32(u), gt)
+        light.update(_grid32(u), gt)
+    expected = {k: v for k, v in full.result().items() if not k.startswith(("s_measure", "e_measure"))}
+    assert light.result() == expected and len(expected) == len(full.result()) - 3
+
+
 def test_torch_inputs_give_the_numpy_result():
     rng = np.random.default_rng(7)
     u, gt = _random_image(rng)

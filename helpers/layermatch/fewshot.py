@@ -8,8 +8,9 @@ from `helpers.layermatch.models.comparison_models`) on k labelled images for sev
   same images.
 * `finetune_and_evaluate` trains one model in its own folder with `SegmentationTrainer` (binary targets,
   resumable: a killed run continues, a finished one returns at once) and scores it with
-  `evaluate_arrays`; the scores are cached in ``scores.json`` beside the checkpoint, keyed by the step
-  reached and the evaluation set's size, so re-running a finished experiment costs nothing.
+  `evaluate_arrays` (without the S- and E-measure, which no summary reads); the scores are cached in
+  ``scores.json`` beside the checkpoint, keyed by the step reached and the evaluation set's size, so re-running a
+  finished experiment costs nothing.
 * `finetune_many` runs a list of such fine-tunes; on a CPU each runs on one thread, in as many processes as
   torch has threads (small models gain more from two single-thread processes than from two threads), so the
   scores do not depend on the number of processes.
@@ -125,7 +126,7 @@ def finetune_and_evaluate(
         cached = json.loads(cache.read_text())
         if cached["step"] == step and cached["scores"]["n_images"] == len(eval_images):
             return cached["scores"]
-    scores = evaluate_arrays(trainer.model, eval_images, eval_gt)
+    scores = evaluate_arrays(trainer.model, eval_images, eval_gt, structure=False)  # IoU and F_max are reported
     write_json(cache, {"step": step, "scores": scores})
     return scores
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,33 @@ def _write_shard(path: Path, arrays: dict[str, np.ndarray], index: int) -> None:
                 )
 
 
+def link_shared_shards(donor: str | os.PathLike, folder: str | os.PathLike) -> int:
+    """Hard-links (or copies) into ``folder`` the complete shards of ``donor`` that ``folder``'s manifest asks for:
+    the same ``attrs`` and ``shard_size`` and the same number of pairs at that index. Since a shard depends only on
+    its index and count, they are the files `write_shards` would write. Returns how many were linked."""
+    donor, folder = Path(donor), Path(folder)
+    if not (donor / MANIFEST).is_file() or donor.resolve() == folder.resolve():
+        return 0
+    theirs, ours = read_json(donor / MANIFEST), read_json(folder / MANIFEST)
+    if (theirs["attrs"], theirs["shard_size"]) != (ours["attrs"], ours["shard_size"]):
+        return 0
+    given = shard_counts(theirs["n_total"], theirs["shard_size"])
+    linked = 0
+    for i, n in enumerate(shard_counts(ours["n_total"], ours["shard_size"])):
+        source, target = shard_path(donor, i), shard_path(folder, i)
+        if i >= len(given) or given[i] != n or _is_complete(target, n) or not _is_complete(source, n):
+            continue
+        tmp = target.with_name(f".{target.name}.link")  # then renamed over the target: never a partial shard
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(source, tmp)
+        except OSError:  # another file system, or no hard links there
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+        linked += 1
+    return linked
+
+
 def write_shards(
     folder: str | os.PathLike,
     n_total: int,
@@ -113,13 +141,16 @@ def write_shards(
     shard_size: int = 1000,
     attrs: dict[str, Any] | None = None,
     progress: bool = True,
+    donor: str | os.PathLike | None = None,
 ) -> Path:
     """Writes the shards ``make_batch`` describes, skipping complete ones; returns the folder.
 
     ``attrs`` (JSON-serialisable) records how the pairs are made, e.g. generator, direction and seed; a
     folder whose manifest disagrees with ``n_total``, ``shard_size`` or ``attrs`` is refused, since its
-    shards would mix two datasets. Under torchrun each rank writes every world_size-th missing shard (rank 0
-    claims the manifest first) and all return once the folder is complete: the same files as one process writes.
+    shards would mix two datasets. ``donor``: a shard folder of the same dataset, perhaps of another size, whose
+    matching shards are linked instead of written (`link_shared_shards`). Under torchrun each rank writes every
+    world_size-th missing shard (rank 0 claims the manifest first) and all return once the folder is complete: the
+    same files as one process writes.
     """
     folder = Path(folder)
     wanted = _manifest(n_total, shard_size, attrs or {})
@@ -132,6 +163,8 @@ def write_shards(
                 f"settings.\n  manifest:  {found}\n  requested: {wanted}"
             ),
         )
+        if donor is not None and distributed.is_main():
+            link_shared_shards(donor, folder)
         counts = shard_counts(n_total, shard_size)
         todo = [i for i, n in enumerate(counts) if not _is_complete(shard_path(folder, i), n)]
     distributed.barrier()  # every rank has the same list before any shard is written

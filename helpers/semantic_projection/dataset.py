@@ -111,6 +111,7 @@ def generate_dataset(
     progress: bool = True,
     refiner: LabelRefiner | None = None,
     after_batch: Callable[[int], None] | None = None,
+    donor: str | os.PathLike | None = None,
 ) -> Path:
     """Writes n_total synthetic (image, mask, z, noise seed) pairs as HDF5 shards; resumes an interrupted run.
 
@@ -118,7 +119,8 @@ def generate_dataset(
     decoder or the ``refiner``; see `SyntheticBatches`. ``attrs`` (e.g. the generator and decoder files) go
     into the shard manifest with the sampling settings and the refiner's fingerprint, so a folder made with
     other settings is refused. ``after_batch``: see `SyntheticBatches` (an exception raised there stops the run;
-    finished shards stay and a later call resumes).
+    finished shards stay and a later call resumes). ``donor``: a folder of the same dataset at another size, whose
+    matching shards are linked rather than generated again (`helpers.segmentation.shards.link_shared_shards`).
     """
     if latents is not None and len(latents) < n_total:
         raise ValueError(f"{len(latents)} latents for {n_total} samples")
@@ -140,4 +142,6 @@ def generate_dataset(
         if "refiner" in settings:
             raise ValueError("attrs must not hold 'refiner': it records the refiner's fingerprint")
         settings["refiner"] = refiner.fingerprint
-    return write_shards(folder, n_total, make_batch, shard_size=shard_size, attrs=settings, progress=progress)
+    return write_shards(
+        folder, n_total, make_batch, shard_size=shard_size, attrs=settings, progress=progress, donor=donor
+    )

@@ -7,7 +7,7 @@ stage resumes when interrupted, is reused when complete, and other settings make
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -75,11 +75,14 @@ class ProjectionPipeline:
     shard_size: int = 1000
     device: str | torch.device = "cpu"
     gpus: int = 1
+    _datasets: dict[str, tuple[int, Path]] = field(default_factory=dict, init=False, repr=False)
 
     def run(self, samples: list[LabelledLatent], n_synthetic: int, steps: int | None = None) -> ProjectionRun:
         """Decoder (and refiner, from two annotations on) fitted on ``samples``, ``n_synthetic`` generated pairs,
         and a U-Net trained on them for ``steps`` steps (default: the recipe's). Seeds torch's global RNG with the
-        recipe's seed before building the U-Net, so its initial weights depend on the seed alone."""
+        recipe's seed before building the U-Net, so its initial weights depend on the seed alone. A dataset of the
+        same decoder and refiner made earlier by this pipeline (the main run's, for the curve's last point) lends its
+        shards: the first 1,000 of 5,000 pairs are the 1,000 pairs of a smaller run."""
         steps = self.unet.steps if steps is None else steps
         seed = self.unet.seed
         tag = f"k{len(samples)}_{samples_fingerprint(samples)[:10]}_{settings_tag(self.fit_config)}"
@@ -94,7 +97,9 @@ class ProjectionPipeline:
                 self.refiner_config,
                 self.device,
             )
-        data_tag = f"{tag}_n{n_synthetic}" + (f"_r{refiner.fingerprint[:8]}" if refiner else "")
+        suffix = f"_r{refiner.fingerprint[:8]}" if refiner else ""
+        data_tag = f"{tag}_n{n_synthetic}{suffix}"
+        donor = self._datasets.get(tag + suffix)  # the same pairs at another size: its shards are linked, not redone
         shards = on_ranks(
             partial(
                 generate_dataset,
@@ -106,11 +111,14 @@ class ProjectionPipeline:
                 seed=seed + 1,
                 attrs={"annotations": tag},
                 refiner=refiner,
+                donor=None if donor is None else donor[1],
             ),
             self.gpus,
             self.out / "jobs",
             self.device,
         )
+        if donor is None or n_synthetic > donor[0]:
+            self._datasets[tag + suffix] = n_synthetic, shards
         settings = self.unet.settings(steps)
         batches = ShardBatches(shards, self.unet.batch, seed=seed, augment=self.unet.augment)
         torch.manual_seed(seed)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers.core.runtime import amp_dtype
 from helpers.data.folders import Sample
 from helpers.segmentation import (
     ArrayBatches,
@@ -30,7 +31,8 @@ from helpers.segmentation import (
     undo_dihedral,
     write_shards,
 )
-from helpers.segmentation.shards import shard_path
+from helpers.segmentation.inference import inference_autocast
+from helpers.segmentation.shards import link_shared_shards, shard_path
 
 
 def squares(n, size=32, seed=0):
@@ -365,6 +367,25 @@ def test_shards_resume_to_identical_content(tmp_path):
             write_shards(folder, 10, make_batch_recording([]), progress=False, **kw)
 
 
+def test_shards_of_the_same_dataset_are_linked_from_a_donor_and_others_written(tmp_path):
+    donor = write_shards(
+        tmp_path / "big", 10, make_batch_recording([]), shard_size=4, attrs={"seed": 1}, progress=False
+    )
+    calls = []
+    small = write_shards(
+        tmp_path / "small", 6, make_batch_recording(calls), shard_size=4, attrs={"seed": 1}, progress=False, donor=donor
+    )
+    assert calls == [1]  # shard 0 is the donor's; shard 1 holds 2 pairs there and 4 in the donor
+    assert shard_path(small, 0).stat().st_ino == shard_path(donor, 0).stat().st_ino
+    assert all(np.array_equal(read_all(small)[k][:4], read_all(donor)[k][:4]) for k in ("images", "z"))
+    calls.clear()
+    other = write_shards(
+        tmp_path / "other", 4, make_batch_recording(calls), shard_size=4, attrs={"seed": 2}, progress=False, donor=donor
+    )
+    assert calls == [0] and shard_path(other, 0).stat().st_ino != shard_path(donor, 0).stat().st_ino
+    assert link_shared_shards(tmp_path / "missing", small) == 0
+
+
 def test_shard_reader_batches(tmp_path):
     folder = write_shards(tmp_path / "s", 10, make_batch_recording([]), shard_size=4, progress=False)
     ds = ShardDataset(folder)
@@ -426,7 +447,8 @@ def test_predict_proba_restores_mode_and_evaluate_perfect_model():
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
     prob = predict_proba(model, x, batch_size=4)
     assert prob.shape == (6, 16, 16) and prob.dtype == torch.float32 and model.training
-    assert torch.allclose(prob, torch.softmax(model.eval()(x), 1)[:, 1].detach(), atol=1e-6)
+    with torch.no_grad(), inference_autocast("cpu"):  # the precision the trainers train in
+        assert torch.allclose(prob, torch.softmax(model.eval()(x).float(), 1)[:, 1], atol=1e-6)
 
     images = np.repeat(masks[..., None], 3, axis=-1).astype(np.uint8) * 255
     scores = evaluate_arrays(Oracle(), images, masks, batch_size=4)
@@ -438,6 +460,18 @@ def test_predict_proba_restores_mode_and_evaluate_perfect_model():
     ]
     scores = evaluate_folder(Oracle(), dataset, resize_to=32, limit=4, progress=False)
     assert scores["n_images"] == 4 and scores["iou"] > 0.95
+
+
+def test_inference_runs_in_the_trainers_precision():
+    model = UNet(width=4).eval()
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        full = torch.softmax(model(x), 1)
+        with inference_autocast("cpu"):
+            low = model(x)
+    assert low.dtype == (amp_dtype("auto", "cpu") or torch.float32)
+    assert (predict_proba(model, x) - full[:, 1]).abs().max() < 0.02  # bf16 logits, float32 probabilities
+    assert torch.equal(predict_labels(model, x), low.argmax(1))
 
 
 def test_a_run_folder_refuses_other_data_or_batches(tmp_path):

@@ -2,8 +2,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from helpers.segmentation import ShardDataset
 from helpers.segmentation.grabcut import TrimapGrabCut
-from helpers.semantic_projection.dataset import draw_inputs
+from helpers.segmentation.shards import shard_path
+from helpers.semantic_projection.dataset import SyntheticBatches, draw_inputs
 from helpers.semantic_projection.fitting import IGNORE_INDEX, FitConfig, LabelledLatent
 from helpers.semantic_projection.pipeline import (
     ProjectionPipeline,
@@ -125,3 +127,36 @@ def test_a_pipeline_run_names_its_stages_after_their_inputs_and_reuses_them(tmp_
     assert len(run.unet.run.read_log()) == len(again.unet.run.read_log())
     one = pipeline.run(samples[:1], n_synthetic=4, steps=2)  # one annotation: no held-out predictions, no refiner
     assert one.refiner is None and one.unet.step == 2 and "_r" not in one.shards.name.split("_n4")[-1]
+
+
+def test_a_smaller_dataset_of_the_same_decoder_links_the_larger_ones_shards(tmp_path, stylegan, monkeypatch):
+    pipeline = ProjectionPipeline(
+        stylegan,
+        tmp_path,
+        FitConfig(num_classes=3, width=8, epochs=1, min_epoch_size=2),
+        RefinerConfig(folds=2, members=1, steps=2),
+        UNetRecipe(2, 1, batch=2, width=4),
+        num_classes=3,
+        shard_size=3,
+    )
+    samples = _samples(stylegan, 2)
+    large = pipeline.run(samples, n_synthetic=7)  # shards of 3, 3, 1
+    made = []
+    original = SyntheticBatches.__call__
+    monkeypatch.setattr(SyntheticBatches, "__call__", lambda self, i, n: made.append((i, n)) or original(self, i, n))
+    small = pipeline.run(samples, n_synthetic=3)  # the curve's case: one full shard of the larger set
+    assert made == [] and small.shards != large.shards
+    assert shard_path(small.shards, 0).stat().st_ino == shard_path(large.shards, 0).stat().st_ino
+    odd = pipeline.run(samples, n_synthetic=5)  # shards of 3, 2: the second differs from the larger set's
+    assert made == [(1, 2)]
+    fresh = ProjectionPipeline(  # nothing made before: every shard is generated, and equals the linked one
+        stylegan,
+        tmp_path / "fresh",
+        pipeline.fit_config,
+        pipeline.refiner_config,
+        pipeline.unet,
+        num_classes=3,
+        shard_size=3,
+    ).run(samples, n_synthetic=3)
+    linked, generated = ShardDataset(odd.shards).read(range(3)), ShardDataset(fresh.shards).read(range(3))
+    assert all(np.array_equal(linked[k], generated[k], equal_nan=k == "truncation") for k in generated)
