@@ -302,7 +302,9 @@ def pca_directions(
     G = G.eval()
     z = G.sample_z(n_samples, seed)
     layer = layer or next(iter(G.features(z[:1])))
-    acts = torch.cat([G.features(z[i : i + batch_size])[layer].flatten(1) for i in range(0, n_samples, batch_size)])
+    acts = torch.cat(
+        [G.features(z[i : i + batch_size], until=layer)[layer].flatten(1) for i in range(0, n_samples, batch_size)]
+    )
     acts = acts - acts.mean(0)
     _, s, v = torch.pca_lowrank(acts, q=min(n_components + 10, *acts.shape), center=False, niter=4)
     coords = acts @ v[:, :n_components]  # [N, C]

@@ -39,8 +39,9 @@ class Generator(nn.Module):
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         return torch.randn(n, self.dim_z, generator=gen).to(self.device)
 
-    def features(self, z: Tensor) -> OrderedDict[str, Tensor]:
-        """Named intermediate maps from low to high resolution, plus the image under ``"image"``."""
+    def features(self, z: Tensor, until: str | None = None) -> OrderedDict[str, Tensor]:
+        """Named intermediate maps from low to high resolution, plus the image under ``"image"``; with ``until``
+        the maps up to that one only."""
         raise NotImplementedError
 
     def shifted(self, z: Tensor, shift: Tensor) -> Tensor:

@@ -228,9 +228,15 @@ class BigGAN(Generator):
             pass
         return h
 
-    def features(self, z: Tensor, class_index: int = 0) -> OrderedDict[str, Tensor]:
-        """res4 (reshaped first linear), the output of every block (after attention) and the image."""
-        return OrderedDict(self._maps(z, class_index))
+    def features(self, z: Tensor, class_index: int = 0, until: str | None = None) -> OrderedDict[str, Tensor]:
+        """res4 (reshaped first linear), the output of every block (after attention) and the image; only up to
+        map ``until`` when given (the later blocks do not run)."""
+        features = OrderedDict()
+        for name, h in self._maps(z, class_index):
+            features[name] = h
+            if name == until:
+                break
+        return features
 
     def synthesis_from(self, name: str, h: Tensor, z: Tensor, class_index: int = 0) -> Tensor:
         """The image G(z) gives when feature ``name`` is replaced by ``h``: only the later blocks run (re-injection)."""

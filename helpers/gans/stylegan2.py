@@ -342,7 +342,12 @@ class StyleGAN2(Generator):
         return [torch.cat([torch.randn(per_gen, 1, s, s, generator=g) for g in gens]).to(device, dtype) for s in sizes]
 
     def _synthesize(
-        self, ws: Tensor, noise: Sequence[Tensor], keep: bool, inject: tuple[int, Tensor] | None = None
+        self,
+        ws: Tensor,
+        noise: Sequence[Tensor],
+        keep: bool,
+        inject: tuple[int, Tensor] | None = None,
+        until: str | None = None,
     ) -> tuple[Tensor, OrderedDict]:
         if ws.dim() == 2:
             ws = ws.unsqueeze(1).expand(-1, self.n_styles, -1)
@@ -362,6 +367,8 @@ class StyleGAN2(Generator):
             image = rgb if image is None else self.upscale2x(image) + rgb
             if keep:
                 features[f"res{x.shape[-1]}"] = x
+            if until == f"res{x.shape[-1]}":  # the later blocks are not needed
+                return image, features
         if not self.training:  # images in [-1, 1], as SAIC's conversion to pixels clips; training keeps raw values
             image = image.clamp(-1, 1)
         features["image"] = image
@@ -409,9 +416,12 @@ class StyleGAN2(Generator):
         trunk = self.synthesis_trunk(ws, noise, first_style)
         return self.synthesis_finish(trunk, ws, noise), self.synthesis_finish(trunk, moved, noise)
 
-    def synthesis_features(self, ws: Tensor, noise: Sequence[Tensor]) -> OrderedDict[str, Tensor]:
-        """Like synthesis, but every block's output (res4 … resR) and the image."""
-        return self._synthesize(ws, noise, keep=True)[1]
+    def synthesis_features(
+        self, ws: Tensor, noise: Sequence[Tensor], until: str | None = None
+    ) -> OrderedDict[str, Tensor]:
+        """Like synthesis, but every block's output (res4 … resR) and the image; with ``until`` (a block's name)
+        the outputs up to that block only."""
+        return self._synthesize(ws, noise, keep=True, until=until)[1]
 
     def _noise(self, z: Tensor, noise_seed: NoiseSeed, noise: Sequence[Tensor] | None) -> Sequence[Tensor]:
         if noise is not None and noise_seed is not None:
@@ -443,9 +453,11 @@ class StyleGAN2(Generator):
         noise_seed: NoiseSeed = None,
         truncation: float | None = None,
         noise: Sequence[Tensor] | None = None,
+        until: str | None = None,
     ) -> OrderedDict[str, Tensor]:
-        """Block outputs res4 … resR (after the block's second activation), then "image"."""
-        return self.synthesis_features(self.styles(z, truncation), self._noise(z, noise_seed, noise))
+        """Block outputs res4 … resR (after the block's second activation), then "image"; only up to block
+        ``until`` when given (the same maps, without running the later blocks)."""
+        return self.synthesis_features(self.styles(z, truncation), self._noise(z, noise_seed, noise), until)
 
     def synthesis_from(
         self,

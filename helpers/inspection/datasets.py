@@ -34,7 +34,8 @@ from helpers.data.folders import (
 )
 from helpers.data.splits import ProceduralSplits, load_split, split_attributes
 from helpers.metrics import SaliencyMetrics
-from helpers.segmentation.inference import SegmentationInference
+from helpers.segmentation.inference import SegmentationInference, predict_proba
+from helpers.segmentation.sources import images_to_input
 
 BENCHMARK_SIZE = 128  # the papers' evaluation protocol: min edge resized to 128
 
@@ -117,9 +118,14 @@ class Predictions:
 
 @torch.inference_mode()
 def predict_set(model: nn.Module, dataset: InspectionSet, progress: bool = True) -> Predictions:
-    """Foreground maps of every image by the dataset's protocol, scored when it has masks."""
-    infer = SegmentationInference(model, dataset.resize_to)
-    probs = [infer(image) for image in tqdm(dataset.images, desc="predicting", disable=not progress)]
+    """Foreground maps of every image by the dataset's protocol, scored when it has masks. Images of one size
+    scored at their own size go through the model in batches, as `helpers.segmentation.evaluate_arrays` runs them,
+    so a notebook's score of the same model and images is reproduced exactly."""
+    if dataset.resize_to is None and dataset.images and len({image.shape for image in dataset.images}) == 1:
+        probs = list(predict_proba(model, images_to_input(np.stack(dataset.images))).numpy())
+    else:
+        infer = SegmentationInference(model, dataset.resize_to)
+        probs = [infer(image) for image in tqdm(dataset.images, desc="predicting", disable=not progress)]
     if dataset.masks is None:
         return Predictions(probs, None, None)
     metrics = SaliencyMetrics()

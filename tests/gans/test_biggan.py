@@ -303,6 +303,9 @@ def test_features_names_and_shapes(config, names):
     assert feats["image"].shape == (2, 3, config["resolution"], config["resolution"])
     torch.testing.assert_close(feats["image"], out, atol=0, rtol=0)
     assert feats["image"].abs().max() <= 1
+    with torch.no_grad():
+        first = model.features(z, until="res8")
+    assert list(first) == ["res4", "res8"] and all(torch.equal(first[k], feats[k]) for k in first)
 
 
 def test_features_are_taken_after_attention():

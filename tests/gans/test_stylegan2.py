@@ -104,6 +104,8 @@ def test_output_shape_and_features():
         "image": (3, 3, 32, 32),
     }
     assert torch.equal(feats["image"], image)
+    first = model.features(z, noise_seed=5, until="res8")  # the later blocks do not run
+    assert list(first) == ["res4", "res8"] and all(torch.equal(first[k], feats[k]) for k in first)
     after_act = []
     hooks = [block.bias_act2.register_forward_hook(lambda m, i, o: after_act.append(o)) for block in model.blocks]
     model.features(z, noise_seed=5)

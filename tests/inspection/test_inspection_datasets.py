@@ -11,7 +11,7 @@ from helpers.data.splits import ProceduralSplits, load_split
 from helpers.inspection.datasets import attribute_scores, open_dataset, predict_set
 from helpers.inspection.figures import attribute_chart, cases, error_map, iou_histogram
 from helpers.metrics import SaliencyMetrics
-from helpers.segmentation import UNet
+from helpers.segmentation import UNet, evaluate_arrays
 from helpers.widgets.browser import IoUBrowser
 
 SPLITS = ProceduralSplits(32, 8, 4, 12, 0)
@@ -40,6 +40,8 @@ def test_the_procedural_split_is_scored_per_image_and_per_attribute(model):
     for prob, mask in zip(preds.probs, data.masks):
         reference.update(prob, mask)
     assert preds.scores == reference.result()
+    images, labels = load_split(SPLITS, "test")
+    assert preds.scores == evaluate_arrays(model, images[:10], labels[:10] > 0)  # notebook 04's scoring, exactly
     table = attribute_scores(data.attributes, preds.iou)
     means = [row["iou"] for row in table["shape"].values()]
     assert means == sorted(means) and sum(row["n"] for row in table["shape"].values()) == 10  # worst first
