@@ -106,16 +106,21 @@ def _samples(G, n):
     return [LabelledLatent(z[i], labels, seeds[i], 0.7, f"s{i}") for i in range(n)]
 
 
-def test_a_pipeline_run_names_its_stages_after_their_inputs_and_reuses_them(tmp_path, stylegan):
-    pipeline = ProjectionPipeline(
-        stylegan,
-        tmp_path,
+def _pipeline(G, out, recipe: UNetRecipe, shard_size: int) -> ProjectionPipeline:
+    """A pipeline of tiny stages: one-epoch decoders, a two-step one-member refiner."""
+    return ProjectionPipeline(
+        G,
+        out,
         FitConfig(num_classes=3, width=8, epochs=1, min_epoch_size=2),
         RefinerConfig(folds=2, members=1, steps=2),
-        UNetRecipe(4, 2, batch=2, width=4),
+        recipe,
         num_classes=3,
-        shard_size=4,
+        shard_size=shard_size,
     )
+
+
+def test_a_pipeline_run_names_its_stages_after_their_inputs_and_reuses_them(tmp_path, stylegan):
+    pipeline = _pipeline(stylegan, tmp_path, UNetRecipe(4, 2, batch=2, width=4), shard_size=4)
     samples = _samples(stylegan, 2)
     run = pipeline.run(samples, n_synthetic=4)
     assert run.refiner is not None and run.unet.step == 4
@@ -130,15 +135,7 @@ def test_a_pipeline_run_names_its_stages_after_their_inputs_and_reuses_them(tmp_
 
 
 def test_a_smaller_dataset_of_the_same_decoder_links_the_larger_ones_shards(tmp_path, stylegan, monkeypatch):
-    pipeline = ProjectionPipeline(
-        stylegan,
-        tmp_path,
-        FitConfig(num_classes=3, width=8, epochs=1, min_epoch_size=2),
-        RefinerConfig(folds=2, members=1, steps=2),
-        UNetRecipe(2, 1, batch=2, width=4),
-        num_classes=3,
-        shard_size=3,
-    )
+    pipeline = _pipeline(stylegan, tmp_path, UNetRecipe(2, 1, batch=2, width=4), shard_size=3)
     samples = _samples(stylegan, 2)
     large = pipeline.run(samples, n_synthetic=7)  # shards of 3, 3, 1
     made = []
@@ -149,14 +146,7 @@ def test_a_smaller_dataset_of_the_same_decoder_links_the_larger_ones_shards(tmp_
     assert shard_path(small.shards, 0).stat().st_ino == shard_path(large.shards, 0).stat().st_ino
     odd = pipeline.run(samples, n_synthetic=5)  # shards of 3, 2: the second differs from the larger set's
     assert made == [(1, 2)]
-    fresh = ProjectionPipeline(  # nothing made before: every shard is generated, and equals the linked one
-        stylegan,
-        tmp_path / "fresh",
-        pipeline.fit_config,
-        pipeline.refiner_config,
-        pipeline.unet,
-        num_classes=3,
-        shard_size=3,
-    ).run(samples, n_synthetic=3)
+    fresh = _pipeline(stylegan, tmp_path / "fresh", pipeline.unet, shard_size=3).run(samples, n_synthetic=3)
+    # nothing was made before in that folder: every shard is generated, and equals the linked one
     linked, generated = ShardDataset(odd.shards).read(range(3)), ShardDataset(fresh.shards).read(range(3))
     assert all(np.array_equal(linked[k], generated[k], equal_nan=k == "truncation") for k in generated)
