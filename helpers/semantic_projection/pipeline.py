@@ -82,7 +82,7 @@ class ProjectionPipeline:
         and a U-Net trained on them for ``steps`` steps (default: the recipe's). Seeds torch's global RNG with the
         recipe's seed before building the U-Net, so its initial weights depend on the seed alone. A dataset of the
         same decoder and refiner made earlier by this pipeline (the main run's, for the curve's last point) lends its
-        shards: the first 1,000 of 5,000 pairs are the 1,000 pairs of a smaller run."""
+        shards: the first 1,000 pairs of a larger run are the 1,000 pairs of a smaller one."""
         steps = self.unet.steps if steps is None else steps
         seed = self.unet.seed
         tag = f"k{len(samples)}_{samples_fingerprint(samples)[:10]}_{settings_tag(self.fit_config)}"
