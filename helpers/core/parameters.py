@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import ast
 import difflib
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-
-import nbformat
-import papermill
 
 from helpers.core.paths import notebooks_dir
 
@@ -27,23 +25,53 @@ class ParameterError(ValueError):
     """A notebook's parameters are wrong; the message lists every problem."""
 
 
+def _magic(line: str) -> bool:
+    """A Jupyter magic or shell escape, which is not Python."""
+    return line.lstrip().startswith(("%", "!"))
+
+
+def _code_sources(notebook: Path) -> list[tuple[list[str], str]]:
+    """(tags, source without magic lines) of each code cell, read as plain JSON: nbformat's schema validation
+    costs every kernel about two seconds of imports, and the checks need the sources only."""
+    cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
+    sources = []
+    for cell in cells:
+        if cell.get("cell_type") != "code":
+            continue
+        source = cell.get("source", "")
+        source = source if isinstance(source, str) else "".join(source)
+        lines = source.splitlines()
+        sources.append(
+            (cell.get("metadata", {}).get("tags", []), "\n".join(line for line in lines if not _magic(line)))
+        )
+    return sources
+
+
 def declared_parameters(notebook: Path) -> dict[str, Any]:
-    """The literal values assigned in the notebook's cell tagged 'parameters', by name."""
-    found = papermill.inspect_notebook(str(notebook))
+    """The literal values assigned in the notebook's (first) cell tagged 'parameters', by name."""
+    source = next((source for tags, source in _code_sources(notebook) if "parameters" in tags), "")
+    found = {}
     try:
-        return {name: ast.literal_eval(p["default"]) for name, p in found.items()}
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, ast.AnnAssign) and node.value is not None:
+                targets = [node.target]
+            else:
+                continue
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    found[target.id] = ast.literal_eval(node.value)
     except (ValueError, SyntaxError) as err:
         raise ValueError(f"{notebook}: the parameters cell must assign literals only ({err})") from err
+    return found
 
 
 def assigned_names(notebook: Path) -> set[str]:
     """Every name the notebook's code cells bind (assignments, loops, imports, definitions): a lower-case name in
     the kernel that none of them binds came from outside, e.g. a mistyped ``papermill -p``."""
     names: set[str] = set()
-    for cell in nbformat.read(notebook, as_version=4).cells:
-        if cell.cell_type != "code":
-            continue
-        source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+    for _, source in _code_sources(notebook):
         try:
             tree = ast.parse(source)
         except SyntaxError:

@@ -1,5 +1,9 @@
 """helpers.core.parameters: every problem with a notebook's parameters in one message, before any work."""
 
+import ast
+import subprocess
+import sys
+
 import nbformat
 import papermill
 import pytest
@@ -47,6 +51,20 @@ def test_every_problem_is_listed_with_the_value_and_the_rule():
     assert parameter_problems({**DEFAULTS, "SEG_STEPS": 2.5}, DEFAULTS) == [
         "SEG_STEPS = 2.5: must be a int like its default 600"
     ]
+
+
+@pytest.mark.parametrize("path", sorted(notebooks_dir().rglob("*.ipynb")), ids=lambda p: p.stem)
+def test_declared_parameters_are_papermills_reading_of_the_cell(path):
+    expected = {name: ast.literal_eval(p["default"]) for name, p in papermill.inspect_notebook(str(path)).items()}
+    assert declared_parameters(path) == expected and expected
+
+
+def test_the_kernel_side_check_does_not_import_nbformat():
+    """nbformat's schema validation costs each notebook about two seconds of imports before its first cell runs."""
+    code = (
+        "import sys, helpers.core.parameters; print(sorted({'nbformat', 'papermill', 'jsonschema'} & set(sys.modules)))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
 
 
 def test_a_lower_case_parameter_is_named_unless_the_notebook_binds_that_name():
