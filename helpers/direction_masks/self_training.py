@@ -8,13 +8,17 @@ cover more of the generator's images. Labels still come from no annotation: the 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from helpers.direction_masks.synthesis import MaskRules, SynthesisResult, filter_masks
-from helpers.gans.base import Generator, forward_chunk, require_eval, to_uint8
+from helpers.gans.base import CPU_LATENT_CHUNK, Generator, forward_chunk, require_eval, to_uint8
 from helpers.segmentation import images_to_input, predict_proba
+
+TEACHER_BATCH = 4 * CPU_LATENT_CHUNK  # images per teacher forward; also the parts labelled between checks on a CPU
 
 
 class TeacherPairs:
@@ -54,24 +58,33 @@ class TeacherPairs:
             ]
         )
         # the teacher sees the images as stored in the shards (uint8), as it saw its own training pairs
-        masks = predict_proba(self.teacher, images_to_input(to_uint8(images)), batch_size=64) >= 0.5
+        masks = predict_proba(self.teacher, images_to_input(to_uint8(images)), batch_size=TEACHER_BATCH) >= 0.5
         return filter_masks(images, masks.to(images.device), self.rules)
 
-    def shard(self, shard_index: int, n: int) -> dict[str, np.ndarray]:
-        """``n`` kept pairs for HDF5 shard ``shard_index`` (uint8 images and masks, float32 z), drawing until enough
-        pass."""
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + shard_index)
-        images, masks, latents = [], [], []
-        count = generated = 0
+    def _draws(self, gen: torch.Generator) -> Iterator[tuple[Tensor, list[int]]]:
+        """Up to ``max_tries`` draws of ``draw`` latents and noise seeds, each labelled in parts between two checks
+        for a full shard: on a CPU `TEACHER_BATCH` latents, a whole number of generator chunks and one teacher
+        batch, so the labels are those of the whole draw; elsewhere the whole draw."""
         for _ in range(self.max_tries):
             z = torch.randn(self.draw, self.G.dim_z, generator=gen)
             seeds = torch.randint(2**31, (self.draw,), generator=gen).tolist()
+            part = max(forward_chunk(self.G, self.draw), TEACHER_BATCH)
+            for start in range(0, self.draw, part):
+                yield z[start : start + part], seeds[start : start + part]
+
+    def shard(self, shard_index: int, n: int) -> dict[str, np.ndarray]:
+        """``n`` kept pairs for HDF5 shard ``shard_index`` (uint8 images and masks, float32 z), drawing until enough
+        pass; the latents after the one that completes the shard are not labelled."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + shard_index)
+        images, masks, latents = [], [], []
+        count = generated = 0
+        for z, seeds in self._draws(gen):
             result = self.label(z, seeds)
             keep = result.keep.cpu()
             images.append(to_uint8(result.images[keep]))
             masks.append(result.masks[keep].byte().cpu().numpy())
             latents.append(z[keep].numpy())
-            generated += self.draw
+            generated += len(z)
             count += int(keep.sum())
             if count >= n:
                 break

@@ -55,7 +55,14 @@ from torch import Tensor
 from helpers.core.manifest import sha256_file
 from helpers.core.modules import weights_fingerprint
 from helpers.direction_masks.direction_files import as_direction
-from helpers.gans.base import Generator, forward_chunk, prefer_channels_last, require_eval, to_uint8
+from helpers.gans.base import (
+    CPU_LATENT_CHUNK,
+    Generator,
+    forward_chunk,
+    prefer_channels_last,
+    require_eval,
+    to_uint8,
+)
 from helpers.segmentation.grabcut import grabcut_agreement
 from helpers.segmentation.sources import arrays_digest
 
@@ -64,6 +71,9 @@ HIST_BINS = 12
 HIST_RANGE = (-1.0, 1.0)
 MIN_MAXIMA = 2
 COMPONENT_RATIO = 0.2
+# Latents synthesised between two checks for a full batch on a CPU: a whole number of generator chunks, so that
+# stopping early changes no survivor, and enough masks per GrabCut call to keep both of its threads busy.
+STOP_CHUNK = 8 * CPU_LATENT_CHUNK
 # 8-connectivity inside each plane of a [B, H, W] stack, no connection between planes.
 STACK_STRUCTURE = np.pad(np.ones((1, 3, 3), dtype=bool), ((1, 1), (0, 0), (0, 0)))
 
@@ -359,13 +369,21 @@ class MaskSynthesizer:
             rows = rows + self.z_noise * torch.randn(rows.shape, generator=self.rng)
         return rows.to(self.G.device)
 
+    def _latent_parts(self, n: int, z: Tensor | None) -> Iterator[Tensor]:
+        """Up to ``max_tries`` draws of n latents (``z`` first, if given), each in the parts synthesised between two
+        checks for a full batch: on a CPU `STOP_CHUNK` latents, whose generator chunks are those of the whole draw
+        (so the first n survivors are the same), elsewhere the whole draw."""
+        for attempt in range(self.max_tries):
+            latents = z if attempt == 0 and z is not None else self.sample_z(n)
+            yield from latents.split(max(forward_chunk(self.G, len(latents)), STOP_CHUNK))
+
     def batch(self, batch_size: int | None = None, z: Tensor | None = None) -> SyntheticBatch:
-        """``batch_size`` survivors, drawing fresh latents until enough pass (``z``, if given, is tried first)."""
+        """``batch_size`` survivors, drawing fresh latents until enough pass (``z``, if given, is tried first); the
+        latents after the one that completes the batch are not synthesised."""
         n = batch_size or self.batch_size
         kept: list[SyntheticBatch] = []
         count = rejected_area = rejected_maxes = rejected_consistency = rejected_border = generated = 0
-        for attempt in range(self.max_tries):
-            latents = z if attempt == 0 and z is not None else self.sample_z(n)
+        for latents in self._latent_parts(n, z):
             result = synthesize(self.G, latents, self.direction, self.rules)
             keep = result.keep
             kept.append(SyntheticBatch(result.images[keep], result.masks[keep], latents.to(keep.device)[keep]))

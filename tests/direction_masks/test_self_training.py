@@ -71,3 +71,30 @@ def test_filters_apply_to_the_teachers_masks(G):
         too_big.shard(0, 4)
     with pytest.raises(ValueError, match="eval mode"):
         TeacherPairs(load("default-biggan").train(), on_frame)
+
+
+class RedTeacher(nn.Module):
+    """Foreground where the red channel is positive: masks that differ from image to image."""
+
+    def __init__(self):
+        super().__init__()
+        self.offset = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.zeros_like(x[:, 0]), 10 * x[:, 0]], 1) + self.offset
+
+
+def test_a_shard_stops_at_the_latent_that_completes_it(G):
+    """Draws are labelled in parts of one teacher batch; the shard is the first n survivors of whole draws."""
+    pairs = TeacherPairs(G, RedTeacher(), MaskRules(), seed=5, draw=256)
+    n = 40
+    shard = pairs.shard(0, n)
+    gen = torch.Generator().manual_seed(5 * 1_000_003)
+    z = torch.randn(256, G.dim_z, generator=gen)
+    whole = pairs.label(z, torch.randint(2**31, (256,), generator=gen).tolist())
+    keep = whole.keep
+    assert keep.sum() >= n and not keep.all()  # one draw completes the shard, with masks the filters refused
+    assert np.array_equal(shard["z"], z[keep][:n].numpy())
+    assert np.array_equal(shard["masks"], whole.masks[keep][:n].byte().numpy())
+    assert np.array_equal(shard["images"], to_uint8(whole.images[keep][:n]))
+    assert pairs.n_generated < 256 and pairs.n_generated % 64 == 0

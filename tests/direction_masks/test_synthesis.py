@@ -15,8 +15,10 @@ from helpers.direction_masks.reference_path import (
     synthesize_per_image,
 )
 from helpers.direction_masks.synthesis import (
+    STOP_CHUNK,
     MaskRules,
     MaskSynthesizer,
+    SyntheticBatch,
     apply_rules,
     area_ok,
     border_fraction,
@@ -470,3 +472,34 @@ def test_a_synthesizer_travels_to_other_processes_with_its_own_embedding_rows(tm
     np.save(tmp_path / "e.npy", np.random.default_rng(1).standard_normal((10, G.dim_z)).astype(np.float32))
     after = MaskSynthesizer(G, direction, embeddings=np.load(tmp_path / "e.npy", mmap_mode="r"), rng=0).record()
     assert before["embeddings"]["shape"] == after["embeddings"]["shape"] and before != after
+
+
+class ConvG(Generator):
+    """A small random conv generator (16 px): cheap, and its batched convs round like a real generator's."""
+
+    def __init__(self):
+        super().__init__()
+        self.dim_z, self.resolution = 8, 16
+        torch.manual_seed(0)
+        self.lift = torch.nn.Linear(8, 8 * 16 * 16)
+        self.conv = torch.nn.Conv2d(8, 3, 3, padding=1)
+        self.eval()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.conv(self.lift(z).view(-1, 8, 16, 16)))
+
+
+def test_a_batch_stops_at_the_latent_that_completes_it():
+    """On a CPU latents are synthesised in parts of STOP_CHUNK; the batch is the first survivors of whole draws."""
+    G, n = ConvG(), STOP_CHUNK + 16
+    direction = torch.nn.functional.normalize(torch.randn(8, generator=torch.Generator().manual_seed(2)), dim=0)
+    synth = MaskSynthesizer(G, direction, rule="mean_thr", maxes_filter=False, batch_size=n, rng=3)
+    batch = synth.batch()
+    gen, survivors = torch.Generator().manual_seed(3), []
+    while sum(len(s.z) for s in survivors) < n:  # whole draws of n latents, each synthesised at once
+        z = torch.randn(n, G.dim_z, generator=gen)
+        result = synthesize(G, z, direction, synth.rules)
+        survivors.append(SyntheticBatch(result.images[result.keep], result.masks[result.keep], z[result.keep]))
+    for ours, whole in zip(batch, (torch.cat(parts)[:n] for parts in zip(*survivors))):
+        assert torch.equal(ours, whole)
+    assert len(survivors) >= 2 and synth.n_generated < n * len(survivors)  # the last draw was cut short
