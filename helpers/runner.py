@@ -16,15 +16,19 @@ need; a required one that is missing or fails verification stops everything, wit
 scores beside them. When the run ends, failed or not, `helpers.report` writes ``report.html``, ``report.md`` and
 ``report.json`` beside the summary. ``summary.json`` holds each run's seconds per code cell (``cells``), and
 ``summary.md`` its three slowest cells. The first failure stops the run and is reported with the notebook, the cell
-and the error.
+and the error. Kernels start with glibc malloc settings that spare large tensors their page faults
+(`MALLOC_TUNABLES`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -100,6 +104,27 @@ def _failure_message(notebook: Path, err: papermill.PapermillExecutionError, exe
     )
 
 
+# glibc's malloc gives large freed blocks back to the system and faults them in again page by page: a generator step
+# at batch 32 (16 MB activations) took tens of thousands of page faults. Kept in the heap (blocks up to 32 MB, no
+# trimming) and backed by transparent huge pages they cost none, with the same results
+# (docs/performance.md#page-faults-of-large-tensors). Other C libraries ignore the variable.
+MALLOC_TUNABLES = "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296"
+
+
+@contextmanager
+def kernel_environment() -> Iterator[None]:
+    """The environment of the kernels started inside (and of their worker processes): `MALLOC_TUNABLES`, unless
+    GLIBC_TUNABLES is set already."""
+    if "GLIBC_TUNABLES" in os.environ:
+        yield
+        return
+    os.environ["GLIBC_TUNABLES"] = MALLOC_TUNABLES
+    try:
+        yield
+    finally:
+        del os.environ["GLIBC_TUNABLES"]
+
+
 def run_notebook(
     notebook: Path, results: Path, params: dict[str, Any], timeout: int | None = None, name: str | None = None
 ) -> NotebookRun:
@@ -118,15 +143,16 @@ def run_notebook(
     write_json(out_dir / "parameters.json", run.parameters)
     start, started_at = time.perf_counter(), time.time()
     try:
-        papermill.execute_notebook(
-            str(notebook),
-            str(executed),
-            parameters=given,
-            cwd=str(notebook.parent),
-            kernel_name="python3",
-            progress_bar=False,
-            execution_timeout=timeout,
-        )
+        with kernel_environment():
+            papermill.execute_notebook(
+                str(notebook),
+                str(executed),
+                parameters=given,
+                cwd=str(notebook.parent),
+                kernel_name="python3",
+                progress_bar=False,
+                execution_timeout=timeout,
+            )
     except papermill.PapermillExecutionError as err:
         run.status, run.error = "failed", _failure_message(notebook, err, executed)
     except Exception as err:  # the kernel died, a cell timed out, the notebook could not be read
