@@ -13,6 +13,7 @@ from helpers.segmentation.inference import (
     multiclass_scores,
     predict_labels,
     predict_proba,
+    predict_softmax,
 )
 from helpers.segmentation.shards import ShardDataset, write_shards
 from helpers.segmentation.sources import ArrayBatches, Batch, BatchSource, ShardBatches, batch_function, images_to_input
@@ -44,6 +45,7 @@ __all__ = [
     "multiclass_scores",
     "predict_labels",
     "predict_proba",
+    "predict_softmax",
     "train_job",
     "undo_dihedral",
     "write_shards",

@@ -78,6 +78,11 @@ def predict_proba(model: nn.Module, x: Tensor, batch_size: int = 16) -> Tensor:
     return _predict(model, x, batch_size, foreground_probability)
 
 
+def predict_softmax(model: nn.Module, x: Tensor, batch_size: int = 16) -> Tensor:
+    """Class probabilities [N, K, H, W] (float32, CPU) for inputs x [N, C, H, W]."""
+    return _predict(model, x, batch_size, lambda logits: logits.float().softmax(1))
+
+
 def predict_labels(model: nn.Module, x: Tensor, batch_size: int = 16) -> Tensor:
     """Arg-max class labels [N, H, W] (long, CPU) for inputs x [N, 3, H, W] in [-1, 1]."""
     return _predict(model, x, batch_size, lambda logits: logits.argmax(dim=1))
@@ -198,7 +203,7 @@ def class_probabilities(
     """Softmax probabilities float32 [N, K, H, W] of a segmentation model on uint8 images [N, H, W, 3], eval mode."""
     return np.concatenate(
         [
-            _predict(model, x, batch_size, lambda logits: logits.float().softmax(1)).numpy()
+            predict_softmax(model, x, batch_size).numpy()
             for _, x in _input_batches(np.asarray(images), batch_size, progress)
         ]
     )

@@ -28,8 +28,14 @@ from torch import Tensor, nn
 from helpers.core.modules import weights_fingerprint
 from helpers.core.runs import RunFolder
 from helpers.gans.base import Generator
-from helpers.segmentation import SegmentationSettings, SegmentationTrainer, UNet, dihedral_pairs, images_to_input
-from helpers.segmentation.inference import forward_batch, inference_autocast
+from helpers.segmentation import (
+    SegmentationSettings,
+    SegmentationTrainer,
+    UNet,
+    dihedral_pairs,
+    images_to_input,
+    predict_softmax,
+)
 from helpers.segmentation.sources import arrays_digest
 from helpers.semantic_projection.decoder import predict
 from helpers.semantic_projection.fitting import IGNORE_INDEX, FitConfig, LabelledLatent, fit, samples_fingerprint
@@ -139,19 +145,11 @@ class MaskRefiner:
         digest = hashlib.sha256("".join(weights_fingerprint(m) for m in models).encode())
         self.fingerprint = digest.hexdigest()[:16]
 
-    @torch.no_grad()
     def probabilities(self, images: np.ndarray, probs: np.ndarray) -> Tensor:
         """Mean softmax [N, K, H, W] of the members for uint8 images [N, H, W, 3] and decoder probabilities
-        (`inference_autocast`, the precision the members trained in)."""
+        (`predict_softmax`: the precision the members trained in)."""
         x = refiner_input(images, probs)
-        device = next(self.models[0].parameters()).device
-        step = forward_batch(device, self.batch_size)
-        out = []
-        with inference_autocast(device):
-            for i in range(0, len(x), step):
-                chunk = [m(x[i : i + step].to(device)).float().softmax(1).cpu() for m in self.models]
-                out.append(torch.stack(chunk).mean(0))
-        return torch.cat(out)
+        return torch.stack([predict_softmax(m, x, self.batch_size) for m in self.models]).mean(0)
 
     def __call__(self, images: np.ndarray, probs: np.ndarray) -> np.ndarray:
         """Refined classes uint8 [N, H, W]."""

@@ -6,6 +6,8 @@ import torch
 from scipy import ndimage as ndi
 
 from helpers.core.runs import settings_tag
+from helpers.segmentation import UNet
+from helpers.segmentation.inference import inference_autocast
 from helpers.segmentation.shards import ShardDataset
 from helpers.semantic_projection.dataset import draw_inputs, generate_dataset
 from helpers.semantic_projection.decoder import build_decoder, load_decoder, predict
@@ -155,6 +157,20 @@ def test_ensemble_averages_the_members_probabilities():
     )
     assert (MaskRefiner([sure, unsure])(images, probs) == 1).all() and (MaskRefiner([unsure])(images, probs) == 0).all()
     assert MaskRefiner([sure]).fingerprint != MaskRefiner([sure, unsure]).fingerprint
+
+
+def test_members_score_in_their_training_precision_with_the_batches_of_one_pass():
+    """The mean of each member's `predict_softmax` over the whole set equals averaging batch by batch under
+    `inference_autocast` (70 images: a batch of 64 and one of 6), bit for bit."""
+    images, probs, _ = _discs(70, 5)
+    torch.manual_seed(0)
+    members = [UNet(n_channels=5, n_classes=2, width=4).to(memory_format=torch.channels_last).eval() for _ in range(2)]
+    x = refiner_input(images, probs)
+    with torch.no_grad(), inference_autocast("cpu"):
+        by_batch = torch.cat(
+            [torch.stack([m(x[i : i + 64]).float().softmax(1) for m in members]).mean(0) for i in (0, 64)]
+        )
+    assert torch.equal(MaskRefiner(members).probabilities(images, probs), by_batch)
 
 
 def test_generated_dataset_takes_the_refiners_masks(tmp_path, stylegan):
